@@ -1,0 +1,132 @@
+// The multi-version key-value store: etcd's revision model on RocksDB.
+//
+// Every change gets a revision (main, sub): `main` is the store revision of
+// the request that made it (one per write request, so a txn is one revision),
+// `sub` numbers the changes within that request from 0. Each key keeps its
+// history of versions; a delete writes a tombstone. A read at revision R sees,
+// for every key, its newest version with main <= R unless that is a tombstone.
+// Compaction at C forgets all history that no read at R >= C can see.
+//
+// Threads: Range(), CurrentRevision(), CompactedRevision() may be called from
+// any thread at any time. Write transactions come from ONE thread (the apply
+// loop); at most one WriteTxn is open at a time. Reads never wait for writes,
+// and a reader never sees half of a write transaction.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kv.pb.h"
+
+namespace etcdpp::mvcc {
+
+// Errors, matched by the server's error table to etcd's text and code:
+//   absl::OutOfRangeError(kErrCompacted)  -> "etcdserver: mvcc: required revision has been compacted"
+//   absl::OutOfRangeError(kErrFutureRev)  -> "etcdserver: mvcc: required revision is a future revision"
+inline constexpr std::string_view kErrCompacted = "mvcc: required revision has been compacted";
+inline constexpr std::string_view kErrFutureRev = "mvcc: required revision is a future revision";
+
+struct RangeOptions {
+  int64_t limit = 0;        // at most this many kvs; 0 = no limit
+  int64_t rev = 0;          // read at this revision; 0 = current
+  bool count_only = false;  // fill only `count`
+  bool keys_only = false;   // leave KeyValue.value empty (may skip reading it)
+};
+
+struct RangeResult {
+  std::vector<mvccpb::KeyValue> kvs;  // ascending by key, at most `limit`
+  int64_t rev = 0;                    // the revision that was read
+  int64_t count = 0;                  // keys in the range at `rev`, ignoring limit
+};
+
+// Range bounds follow etcd: end == ""   -> the single key `key`;
+//                           end == "\0" -> every key >= `key`;
+//                           otherwise   -> keys in [key, end) (empty if end <= key).
+// A key of "\0" with end "\0" is therefore every key.
+
+struct Options {
+  std::string path;  // the RocksDB directory (created if missing)
+  // RocksDB block cache size; 0 = RocksDB's default.
+  uint64_t block_cache_bytes = 0;
+};
+
+class Store {
+ public:
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const Options& options);
+  virtual ~Store() = default;
+
+  // The revision of the newest committed write (1 for an empty store, as etcd).
+  virtual int64_t CurrentRevision() const = 0;
+  // The newest compaction revision requested (0 if never compacted).
+  virtual int64_t CompactedRevision() const = 0;
+  // The raft index recorded by the newest committed WriteTxn (0 if none).
+  virtual uint64_t ConsistentIndex() const = 0;
+
+  // Reads at opts.rev (0 = current). Fails with kErrCompacted when
+  // 0 < rev < CompactedRevision(), with kErrFutureRev when rev > current.
+  // rev == CompactedRevision() is still readable.
+  virtual absl::StatusOr<RangeResult> Range(std::string_view key, std::string_view end,
+                                            const RangeOptions& opts) const = 0;
+
+  // A write transaction. All changes get main revision CurrentRevision()+1,
+  // but only if at least one change is made; a txn of reads only (or a delete
+  // that matched nothing) creates no revision.
+  class WriteTxn {
+   public:
+    virtual ~WriteTxn() = default;
+    // Like Store::Range, but sees this txn's own earlier changes (etcd: a
+    // range after a put in the same txn returns the new value, at rev+1).
+    virtual absl::StatusOr<RangeResult> Range(std::string_view key, std::string_view end,
+                                              const RangeOptions& opts) = 0;
+    // Puts a new version. Returns the previous live version, if any
+    // (for prev_kv). create_revision/version follow etcd: a put on an absent
+    // (or deleted) key starts at version 1 with create_revision = this rev.
+    virtual absl::StatusOr<std::optional<mvccpb::KeyValue>> Put(std::string_view key,
+                                                                std::string_view value,
+                                                                int64_t lease) = 0;
+    // Deletes every live key in the range (same bounds as Range), writing
+    // tombstones. Returns the deleted versions, ascending by key.
+    virtual absl::StatusOr<std::vector<mvccpb::KeyValue>> DeleteRange(std::string_view key,
+                                                                      std::string_view end) = 0;
+    // The revision this txn writes at if it changes anything.
+    virtual int64_t Revision() const = 0;
+    // True once Put or DeleteRange changed something.
+    virtual bool Changed() const = 0;
+    // Makes everything atomic and visible in ONE RocksDB WriteBatch, together
+    // with `consistent_index` (the raft index of the request). Returns the
+    // events in (main, sub) order: PUT with the full kv; DELETE with
+    // kv {key, mod_revision = rev}. prev_kv is filled for both. Not synced to
+    // disk: call Store::Sync() before acknowledging.
+    // A txn that changed nothing still records consistent_index.
+    virtual absl::StatusOr<std::vector<mvccpb::Event>> Commit(uint64_t consistent_index) = 0;
+  };
+  // REQUIRES: no other WriteTxn open. Called from the apply thread only.
+  virtual std::unique_ptr<WriteTxn> BeginWrite() = 0;
+
+  // Makes every committed WriteTxn durable (one fsync for all since the last).
+  virtual absl::Status Sync() = 0;
+
+  // Compacts at `rev`: errors kErrCompacted if rev <= CompactedRevision(),
+  // kErrFutureRev if rev > CurrentRevision(). Records the compaction durably
+  // (together with consistent_index) and makes reads below `rev` fail at once;
+  // the history is deleted in the background without blocking reads or
+  // writes. `done` (may be empty) runs on the background thread when the
+  // physical deletion has finished (etcd's `physical` compaction).
+  // Apply thread only. A compaction interrupted by a crash resumes on Open.
+  virtual absl::Status Compact(int64_t rev, uint64_t consistent_index,
+                               std::function<void()> done) = 0;
+
+  // Approximate bytes the store occupies on disk (Status.db_size).
+  virtual int64_t SizeBytes() const = 0;
+  // Bytes in use (Status.db_size_in_use); may equal SizeBytes().
+  virtual int64_t SizeInUseBytes() const = 0;
+};
+
+}  // namespace etcdpp::mvcc
