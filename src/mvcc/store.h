@@ -30,8 +30,8 @@ namespace etcdpp::mvcc {
 // Errors, matched by the server's error table to etcd's text and code:
 //   absl::OutOfRangeError(kErrCompacted)  -> "etcdserver: mvcc: required revision has been compacted"
 //   absl::OutOfRangeError(kErrFutureRev)  -> "etcdserver: mvcc: required revision is a future revision"
-inline constexpr std::string_view kErrCompacted = "mvcc: required revision has been compacted";
-inline constexpr std::string_view kErrFutureRev = "mvcc: required revision is a future revision";
+inline constexpr char kErrCompacted[] = "mvcc: required revision has been compacted";
+inline constexpr char kErrFutureRev[] = "mvcc: required revision is a future revision";
 
 struct RangeOptions {
   int64_t limit = 0;        // at most this many kvs; 0 = no limit
@@ -80,6 +80,7 @@ class Store {
   // that matched nothing) creates no revision.
   class WriteTxn {
    public:
+    // Destroying a txn without Commit() discards its changes.
     virtual ~WriteTxn() = default;
     // Like Store::Range, but sees this txn's own earlier changes (etcd: a
     // range after a put in the same txn returns the new value, at rev+1).

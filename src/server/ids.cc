@@ -1,0 +1,42 @@
+#include "server/ids.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+
+namespace etcdpp::server {
+namespace {
+
+uint64_t Sha1Prefix64(const std::string& data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha1(), nullptr);
+  uint64_t id = 0;
+  for (int i = 0; i < 8; ++i) id = (id << 8) | digest[i];
+  return id;
+}
+
+}  // namespace
+
+uint64_t ComputeMemberId(std::vector<std::string> peer_urls, const std::string& cluster_token) {
+  std::sort(peer_urls.begin(), peer_urls.end());
+  std::string b;
+  for (const auto& u : peer_urls) b += u;
+  b += cluster_token;
+  return Sha1Prefix64(b);
+}
+
+uint64_t ComputeClusterId(std::vector<uint64_t> member_ids) {
+  std::sort(member_ids.begin(), member_ids.end());
+  std::string b;
+  for (uint64_t id : member_ids) {
+    for (int shift = 56; shift >= 0; shift -= 8) b.push_back(static_cast<char>(id >> shift));
+  }
+  return Sha1Prefix64(b);
+}
+
+std::string IdToHex(uint64_t id) { return absl::StrFormat("%x", id); }
+
+}  // namespace etcdpp::server

@@ -1,0 +1,193 @@
+// etcdpp: an etcd v3 API compatible key-value server. Takes etcd's flags and
+// ETCD_* environment variables, prints etcd's well-known log lines (scripts
+// wait for "ready to serve client requests"), stops cleanly on SIGTERM/SIGINT.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/config.h"
+#include "server/etcd_server.h"
+#include "server/ids.h"
+#include "server/services.h"
+#include "spdlog/sinks/stdout_sinks.h"
+#include "spdlog/spdlog.h"
+
+extern char** environ;
+
+namespace etcdpp::server {
+namespace {
+
+void SetupLogging(const ServerConfig& c) {
+  spdlog::sink_ptr sink;
+  if (c.log_outputs == "stdout") {
+    sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
+  } else {
+    sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  }
+  spdlog::level::level_enum level = spdlog::level::info;
+  if (c.log_level == "debug") level = spdlog::level::debug;
+  else if (c.log_level == "warn") level = spdlog::level::warn;
+  else if (c.log_level == "error" || c.log_level == "panic" || c.log_level == "fatal")
+    level = spdlog::level::err;
+  for (const char* name : {"etcdmain", "embed", "etcdserver", "mvcc", "wal", "raft", "rafthttp"}) {
+    auto logger = std::make_shared<spdlog::logger>(name, sink);
+    // etcd 3.4's capnslog layout: "2006-01-02 15:04:05.000000 I | pkg: msg".
+    logger->set_pattern("%Y-%m-%d %H:%M:%S.%f %L | %n: %v", spdlog::pattern_time_type::utc);
+    logger->set_level(level);
+    logger->flush_on(spdlog::level::trace);
+    spdlog::register_logger(logger);
+  }
+  spdlog::set_default_logger(spdlog::get("etcdmain"));
+}
+
+// Binds once to learn whether the address is free, so a busy port is a
+// clear error naming it (gRPC only says that it failed).
+absl::Status CheckListenable(const Url& url) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(url.port);
+  if (int rc = getaddrinfo(url.host.c_str(), port.c_str(), &hints, &res); rc != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen tcp ", url.HostPort(), ": ", gai_strerror(rc)));
+  }
+  absl::Status st;
+  int fd = socket(res->ai_family, SOCK_STREAM, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+    st = absl::UnavailableError(
+        absl::StrCat("listen tcp ", url.HostPort(), ": bind: ", std::strerror(errno)));
+  }
+  close(fd);
+  freeaddrinfo(res);
+  return st;
+}
+
+int Fail(const std::string& msg) {
+  spdlog::get("etcdmain")->critical("{}", msg);
+  return 1;
+}
+
+int Run(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  auto parsed = ParseFlags(args, env);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(parsed.status().message()).c_str());
+    if (parsed.status().code() == absl::StatusCode::kInvalidArgument) {
+      std::fprintf(stderr, "%s", UsageText().c_str());
+      return 2;
+    }
+    return 1;
+  }
+  if (parsed->show_help) {
+    std::printf("%s", UsageText().c_str());
+    return 0;
+  }
+  if (parsed->show_version) {
+    std::printf("etcdpp Version: %s\netcd Version: %s (API compatible)\n", kEtcdppVersion,
+                kEtcdApiVersion);
+    return 0;
+  }
+  const ServerConfig& config = parsed->config;
+  SetupLogging(config);
+  auto log = spdlog::get("etcdmain");
+  auto embed = spdlog::get("embed");
+  for (const auto& w : parsed->warnings) log->warn("{}", w);
+  log->info("etcdpp Version: {} (etcd API {})", kEtcdppVersion, kEtcdApiVersion);
+  embed->info("name = {}", config.name);
+  embed->info("data dir = {}", config.data_dir);
+  embed->info("member dir = {}/member", config.data_dir);
+  embed->info("heartbeat = {}ms", config.heartbeat_ms);
+  embed->info("election = {}ms", config.election_ms);
+  std::vector<std::string> adv;
+  for (const auto& u : config.advertise_client_urls) adv.push_back(u.original);
+  embed->info("advertise client URLs = {}", absl::StrJoin(adv, ","));
+
+  // Signals are taken by sigwait below; block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  for (const auto& u : config.listen_client_urls) {
+    if (auto st = CheckListenable(u); !st.ok()) return Fail(std::string(st.message()));
+  }
+
+  auto server = EtcdServer::Start(config);
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+
+  grpc::ServerBuilder builder;
+  std::vector<int> ports(config.listen_client_urls.size(), 0);
+  for (size_t i = 0; i < config.listen_client_urls.size(); ++i) {
+    builder.AddListeningPort(config.listen_client_urls[i].HostPort(),
+                             grpc::InsecureServerCredentials(), &ports[i]);
+  }
+  // Never share a port silently with another process.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // etcd allows a request of max-request-bytes plus gRPC's overhead; the
+  // services check that limit themselves (see kGrpcHardLimitSlackBytes).
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(
+      INT_MAX, config.max_request_bytes + kGrpcOverheadBytes + kGrpcHardLimitSlackBytes)));
+  builder.SetMaxSendMessageSize(INT_MAX);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             static_cast<int>(std::min<uint64_t>(INT_MAX, config.max_concurrent_streams)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             static_cast<int>(std::min<int64_t>(INT_MAX, config.grpc_keepalive_interval_ms)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(config.grpc_keepalive_timeout_ms));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             static_cast<int>(config.grpc_keepalive_min_time_ms));
+  auto services = MakeClientServices(server->get());
+  for (auto& s : services) builder.RegisterService(s.get());
+  std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
+  if (!grpc_server) return Fail("cannot start the gRPC server on the client URLs");
+  for (size_t i = 0; i < ports.size(); ++i) {
+    if (ports[i] == 0) {
+      return Fail(absl::StrCat("listen tcp ", config.listen_client_urls[i].HostPort(),
+                               ": cannot listen"));
+    }
+  }
+  auto etcdserver_log = spdlog::get("etcdserver");
+  etcdserver_log->info("published {{Name:{} ClientURLs:[{}]}} to cluster {}", config.name,
+                       absl::StrJoin(adv, " "), IdToHex((*server)->cluster_id()));
+  embed->info("ready to serve client requests");
+  for (const auto& u : config.listen_client_urls) {
+    embed->info("serving insecure client requests on {}, this is strongly discouraged!",
+                u.HostPort());
+  }
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  log->info("received {} signal, shutting down...", sig == SIGINT ? "interrupt" : "terminated");
+  grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  (*server)->Stop();
+  grpc_server->Wait();
+  server->reset();
+  log->info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace etcdpp::server
+
+int main(int argc, char** argv) { return etcdpp::server::Run(argc, argv); }

@@ -1,0 +1,257 @@
+#include "server/services.h"
+
+#include "absl/strings/str_cat.h"
+#include "rpc.grpc.pb.h"
+#include "server/errors.h"
+#include "server/validate.h"
+
+namespace etcdpp::server {
+namespace {
+
+using grpc::CallbackServerContext;
+using grpc::ServerUnaryReactor;
+
+// etcd's quota check: a request that adds data fails with "database space
+// exceeded" once the backend is over --quota-backend-bytes.
+int64_t PutCost(const etcdserverpb::PutRequest& p) {
+  return static_cast<int64_t>(p.key().size() + p.value().size()) + 64;
+}
+
+int64_t TxnCost(const etcdserverpb::TxnRequest& t) {
+  int64_t cost = 0;
+  for (const auto* ops : {&t.success(), &t.failure()}) {
+    int64_t branch = 0;
+    for (const auto& op : *ops) {
+      if (op.has_request_put()) branch += PutCost(op.request_put());
+      if (op.has_request_txn()) branch += TxnCost(op.request_txn());
+    }
+    cost = std::max(cost, branch);
+  }
+  return cost;
+}
+
+class KvService final : public etcdserverpb::KV::CallbackService {
+ public:
+  explicit KvService(EtcdServer* s) : s_(s) {}
+
+  ServerUnaryReactor* Range(CallbackServerContext* ctx, const etcdserverpb::RangeRequest* req,
+                            etcdserverpb::RangeResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (grpc::Status big = CheckMessageSize(*req); !big.ok()) {
+      reactor->Finish(big);
+      return reactor;
+    }
+    absl::Status st = CheckRangeRequest(*req);
+    if (st.ok()) st = s_->Range(*req, resp);
+    if (st.ok()) s_->FillHeader(resp->mutable_header());
+    reactor->Finish(ToGrpcStatus(st));
+    return reactor;
+  }
+
+  ServerUnaryReactor* Put(CallbackServerContext* ctx, const etcdserverpb::PutRequest* req,
+                          etcdserverpb::PutResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (grpc::Status big = CheckMessageSize(*req); !big.ok()) {
+      reactor->Finish(big);
+      return reactor;
+    }
+    absl::Status st = CheckPutRequest(*req);
+    if (st.ok()) st = CheckQuota(PutCost(*req));
+    if (!st.ok()) {
+      reactor->Finish(ToGrpcStatus(st));
+      return reactor;
+    }
+    internalpb::InternalRequest ir;
+    *ir.mutable_put() = *req;
+    s_->Propose(std::move(ir), [this, reactor, resp](ApplyResult r) {
+      if (r.status.ok()) {
+        *resp = std::move(*r.op.mutable_response_put());
+        s_->FillHeader(resp->mutable_header());
+      }
+      reactor->Finish(ToGrpcStatus(r.status));
+    });
+    return reactor;
+  }
+
+  ServerUnaryReactor* DeleteRange(CallbackServerContext* ctx,
+                                  const etcdserverpb::DeleteRangeRequest* req,
+                                  etcdserverpb::DeleteRangeResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (grpc::Status big = CheckMessageSize(*req); !big.ok()) {
+      reactor->Finish(big);
+      return reactor;
+    }
+    absl::Status st = CheckDeleteRequest(*req);
+    if (!st.ok()) {
+      reactor->Finish(ToGrpcStatus(st));
+      return reactor;
+    }
+    internalpb::InternalRequest ir;
+    *ir.mutable_delete_range() = *req;
+    s_->Propose(std::move(ir), [this, reactor, resp](ApplyResult r) {
+      if (r.status.ok()) {
+        *resp = std::move(*r.op.mutable_response_delete_range());
+        s_->FillHeader(resp->mutable_header());
+      }
+      reactor->Finish(ToGrpcStatus(r.status));
+    });
+    return reactor;
+  }
+
+  ServerUnaryReactor* Txn(CallbackServerContext* ctx, const etcdserverpb::TxnRequest* req,
+                          etcdserverpb::TxnResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (grpc::Status big = CheckMessageSize(*req); !big.ok()) {
+      reactor->Finish(big);
+      return reactor;
+    }
+    absl::Status st = CheckTxnRequest(*req, s_->config().max_txn_ops);
+    if (st.ok()) {
+      int64_t cost = TxnCost(*req);
+      if (cost > 0) st = CheckQuota(cost);
+    }
+    if (!st.ok()) {
+      reactor->Finish(ToGrpcStatus(st));
+      return reactor;
+    }
+    internalpb::InternalRequest ir;
+    *ir.mutable_txn() = *req;
+    s_->Propose(std::move(ir), [this, reactor, resp](ApplyResult r) {
+      if (r.status.ok()) {
+        *resp = std::move(*r.op.mutable_response_txn());
+        s_->FillHeader(resp->mutable_header());
+      }
+      reactor->Finish(ToGrpcStatus(r.status));
+    });
+    return reactor;
+  }
+
+  ServerUnaryReactor* Compact(CallbackServerContext* ctx,
+                              const etcdserverpb::CompactionRequest* req,
+                              etcdserverpb::CompactionResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (grpc::Status big = CheckMessageSize(*req); !big.ok()) {
+      reactor->Finish(big);
+      return reactor;
+    }
+    internalpb::InternalRequest ir;
+    *ir.mutable_compaction() = *req;
+    s_->Propose(std::move(ir), [this, reactor, resp](ApplyResult r) {
+      if (r.status.ok()) {
+        *resp = std::move(r.compaction);
+        s_->FillHeader(resp->mutable_header());
+      }
+      reactor->Finish(ToGrpcStatus(r.status));
+    });
+    return reactor;
+  }
+
+ private:
+  // gRPC's own receive limit is set well above etcd's (max-request-bytes +
+  // 512 KiB) so that this check answers first, with grpc-go's text, which
+  // clients and scripts see from etcd.
+  grpc::Status CheckMessageSize(const google::protobuf::Message& m) {
+    int64_t max = s_->config().max_request_bytes + kGrpcOverheadBytes;
+    int64_t n = static_cast<int64_t>(m.ByteSizeLong());
+    if (n <= max) return grpc::Status::OK;
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("grpc: received message larger than max (", n, " vs. ", max, ")"));
+  }
+
+  // Over quota: raise NOSPACE (etcd's quota check) and refuse. While the
+  // alarm is up, every write that adds data is refused (etcd's capped
+  // applier), even once space is back, until an operator disarms it.
+  absl::Status CheckQuota(int64_t cost) {
+    if (s_->DbSizeBytes() + cost > s_->config().QuotaBytes()) {
+      s_->RaiseNoSpace();
+      return EtcdError(kErrNoSpace);
+    }
+    if (s_->NoSpaceAlarmed()) return EtcdError(kErrNoSpace);
+    return absl::OkStatus();
+  }
+
+  EtcdServer* s_;
+};
+
+class MaintenanceService final : public etcdserverpb::Maintenance::CallbackService {
+ public:
+  explicit MaintenanceService(EtcdServer* s) : s_(s) {}
+
+  ServerUnaryReactor* Status(CallbackServerContext* ctx, const etcdserverpb::StatusRequest*,
+                             etcdserverpb::StatusResponse* resp) override {
+    s_->FillStatus(resp);
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  ServerUnaryReactor* Alarm(CallbackServerContext* ctx, const etcdserverpb::AlarmRequest* req,
+                            etcdserverpb::AlarmResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (req->action() == etcdserverpb::AlarmRequest::GET) {
+      for (const auto& m : s_->Alarms()) *resp->add_alarms() = m;
+      s_->FillHeader(resp->mutable_header());
+      reactor->Finish(grpc::Status::OK);
+      return reactor;
+    }
+    internalpb::InternalRequest ir;
+    *ir.mutable_alarm() = *req;
+    s_->Propose(std::move(ir), [this, reactor, resp](ApplyResult r) {
+      if (r.status.ok()) {
+        *resp = std::move(r.alarm);
+        s_->FillHeader(resp->mutable_header());
+      }
+      reactor->Finish(ToGrpcStatus(r.status));
+    });
+    return reactor;
+  }
+
+  // Space comes back online as RocksDB compacts; there is nothing to stop
+  // the world for, so defragment succeeds at once (etcd's answer).
+  ServerUnaryReactor* Defragment(CallbackServerContext* ctx, const etcdserverpb::DefragmentRequest*,
+                                 etcdserverpb::DefragmentResponse* resp) override {
+    s_->FillHeader(resp->mutable_header());
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  EtcdServer* s_;
+};
+
+class ClusterService final : public etcdserverpb::Cluster::CallbackService {
+ public:
+  explicit ClusterService(EtcdServer* s) : s_(s) {}
+
+  ServerUnaryReactor* MemberList(CallbackServerContext* ctx, const etcdserverpb::MemberListRequest*,
+                                 etcdserverpb::MemberListResponse* resp) override {
+    for (const MemberInfo& m : s_->Members()) {
+      auto* pm = resp->add_members();
+      pm->set_id(m.id);
+      pm->set_name(m.name);
+      for (const auto& u : m.peer_urls) pm->add_peerurls(u);
+      for (const auto& u : m.client_urls) pm->add_clienturls(u);
+      pm->set_islearner(m.is_learner);
+    }
+    s_->FillHeader(resp->mutable_header(), /*with_revision=*/false);
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  EtcdServer* s_;
+};
+
+}  // namespace
+
+std::vector<std::unique_ptr<grpc::Service>> MakeClientServices(EtcdServer* server) {
+  std::vector<std::unique_ptr<grpc::Service>> out;
+  out.push_back(std::make_unique<KvService>(server));
+  out.push_back(std::make_unique<MaintenanceService>(server));
+  out.push_back(std::make_unique<ClusterService>(server));
+  return out;
+}
+
+}  // namespace etcdpp::server

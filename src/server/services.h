@@ -1,0 +1,25 @@
+// The etcd v3 gRPC services (callback API: one reactor per call, never
+// blocking a gRPC thread on disk or on the apply loop).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/service_type.h>
+
+#include "server/etcd_server.h"
+
+namespace etcdpp::server {
+
+// etcd accepts a gRPC message of --max-request-bytes plus this much.
+inline constexpr int64_t kGrpcOverheadBytes = 512 * 1024;
+// gRPC's own hard limit lies this far beyond etcd's, so that etcd's check
+// (and grpc-go's error text) answers first.
+inline constexpr int64_t kGrpcHardLimitSlackBytes = 16 * 1024 * 1024;
+
+// Every service etcdpp serves on the client port, bound to `server`
+// (not owned; must outlive the returned services).
+std::vector<std::unique_ptr<grpc::Service>> MakeClientServices(EtcdServer* server);
+
+}  // namespace etcdpp::server
