@@ -7,9 +7,9 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build run test clean
+.PHONY: all deps configure server build run test clean
 
-all: build
+all: server
 
 deps:
 	@bash tools/install-deps.sh
@@ -19,10 +19,15 @@ $(BUILD_DIR)/build.ninja: CMakeLists.txt | deps
 
 configure: deps $(BUILD_DIR)/build.ninja
 
+# Just the server binary, build/etcdpp.
+server: configure
+	cmake --build $(BUILD_DIR) --target etcdpp -j $(JOBS)
+
+# Everything: server, tests, tools, benchmarks.
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-run: build
+run: server
 	./$(BUILD_DIR)/etcdpp --name default --data-dir default.etcdpp \
 	  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379
 
