@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -54,6 +55,13 @@ void SetupLogging(const ServerConfig& c) {
   spdlog::set_default_logger(spdlog::get("etcdmain"));
 }
 
+// Go (and so etcd) spells system errors in lower case: "address already in use".
+std::string GoErrorText(int err) {
+  std::string text = std::strerror(err);
+  if (!text.empty()) text[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(text[0])));
+  return text;
+}
+
 // Binds once to learn whether the address is free, so a busy port is a
 // clear error naming it (gRPC only says that it failed).
 absl::Status CheckListenable(const Url& url) {
@@ -73,7 +81,7 @@ absl::Status CheckListenable(const Url& url) {
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
     st = absl::UnavailableError(
-        absl::StrCat("listen tcp ", url.HostPort(), ": bind: ", std::strerror(errno)));
+        absl::StrCat("listen tcp ", url.HostPort(), ": bind: ", GoErrorText(errno)));
   }
   close(fd);
   freeaddrinfo(res);
