@@ -189,6 +189,7 @@ absl::Status EtcdServer::Init() {
   applier_ = std::make_unique<Applier>(store_.get(), [](int64_t) { return false; });
   applied_index_ = store_->ConsistentIndex();
   durable_rev_ = store_->CurrentRevision();
+  db_size_bytes_ = store_->SizeBytes();
   Log()->info("recovered store: revision {}, compacted revision {}, applied index {}",
               store_->CurrentRevision(), store_->CompactedRevision(), applied_index_.load());
   return absl::OkStatus();
@@ -275,6 +276,7 @@ void EtcdServer::ApplyLoop() {
     // leaves us unable to tell what is on disk: stop rather than guess.
     ETCDPP_CHECK_OK(store_->Sync());
     durable_rev_ = store_->CurrentRevision();
+    db_size_bytes_.store(store_->SizeBytes(), std::memory_order_relaxed);
     for (auto& [done, result] : finished) done(std::move(result));
     for (auto& w : compactions) w->Arrive();
   }

@@ -83,7 +83,9 @@ class EtcdServer {
   uint64_t member_id() const { return member_id_; }
   uint64_t cluster_id() const { return cluster_id_; }
   const ServerConfig& config() const { return config_; }
-  int64_t DbSizeBytes() const { return store_->SizeBytes(); }
+  // The store's size as of the last applied batch (the quota check runs on
+  // every write; asking RocksDB each time would cost 8 property reads).
+  int64_t DbSizeBytes() const { return db_size_bytes_.load(std::memory_order_relaxed); }
 
   // Stops accepting proposals, fails the queued ones with "server stopped",
   // joins the apply loop. Idempotent.
@@ -112,6 +114,7 @@ class EtcdServer {
   // The newest revision that is durable: what reads may expose.
   std::atomic<int64_t> durable_rev_{1};
   std::atomic<uint64_t> applied_index_{0};
+  std::atomic<int64_t> db_size_bytes_{0};
   std::atomic<uint64_t> next_request_id_{0};
 
   mutable absl::Mutex alarm_mu_;  // leaf lock
