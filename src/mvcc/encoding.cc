@@ -55,9 +55,7 @@ class UserKeyPrefixExtractor final : public rocksdb::SliceTransform {
   rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
     return rocksdb::Slice(key.data(), key.size() - kRevSuffixBytes);
   }
-  bool InDomain(const rocksdb::Slice& key) const override {
-    return key.size() >= kRevSuffixBytes;
-  }
+  bool InDomain(const rocksdb::Slice& key) const override { return key.size() >= kRevSuffixBytes; }
 };
 
 }  // namespace
@@ -191,8 +189,6 @@ const rocksdb::Comparator* KeyRevComparator() {
   return kComparator;
 }
 
-const rocksdb::SliceTransform* NewUserKeyPrefixExtractor() {
-  return new UserKeyPrefixExtractor();
-}
+const rocksdb::SliceTransform* NewUserKeyPrefixExtractor() { return new UserKeyPrefixExtractor(); }
 
 }  // namespace etcdpp::mvcc

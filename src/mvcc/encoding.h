@@ -81,7 +81,7 @@ std::string EncodeRevValue(EventKind kind, std::string_view user_key);
 bool DecodeRevValue(rocksdb::Slice in, EventKind* kind, std::string_view* user_key);
 
 // ---- CF "meta": fixed names -> be64 ----------------------------------------
-inline constexpr std::string_view kMetaFormat = "format";                   // layout version
+inline constexpr std::string_view kMetaFormat = "format";  // layout version
 inline constexpr std::string_view kMetaConsistentIndex = "consistent_index";
 inline constexpr std::string_view kMetaCurrentRev = "current_rev";
 inline constexpr std::string_view kMetaScheduledCompact = "scheduled_compact_rev";

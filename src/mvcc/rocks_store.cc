@@ -61,9 +61,12 @@ struct Bounds {
   bool Empty() const { return kind == kRange && end <= key; }
   bool Past(std::string_view user_key) const {
     switch (kind) {
-      case kSingle: return user_key != key;
-      case kFromKey: return false;
-      case kRange: return user_key >= end;
+      case kSingle:
+        return user_key != key;
+      case kFromKey:
+        return false;
+      case kRange:
+        return user_key >= end;
     }
     return true;
   }
@@ -92,8 +95,8 @@ rocksdb::ReadOptions KeyReadOptions(const Bounds& b, std::string* upper,
 
 // Collects the keys in `b` visible at `rev` through `it` (any iterator over
 // CF "key", including one merged with a write batch). Appends to `out`.
-absl::Status ScanAt(rocksdb::Iterator* it, const Bounds& b, int64_t rev,
-                    const RangeOptions& opts, RangeResult* out) {
+absl::Status ScanAt(rocksdb::Iterator* it, const Bounds& b, int64_t rev, const RangeOptions& opts,
+                    RangeResult* out) {
   if (b.Empty()) return absl::OkStatus();
   it->Seek(VersionSeekKey(b.key, rev));
   std::string cur;
@@ -172,8 +175,7 @@ rocksdb::CompressionType PickCompression(bool bottommost) {
 
 class RocksStore::Txn final : public Store::WriteTxn {
  public:
-  explicit Txn(RocksStore* store)
-      : store_(store), begin_rev_(store->current_rev_.load()) {}
+  explicit Txn(RocksStore* store) : store_(store), begin_rev_(store->current_rev_.load()) {}
   // A committed txn no longer counts as open, so the next BeginWrite may
   // come before this object is destroyed.
   ~Txn() override {
@@ -202,8 +204,7 @@ class RocksStore::Txn final : public Store::WriteTxn {
     return out;
   }
 
-  absl::StatusOr<std::optional<mvccpb::KeyValue>> Put(std::string_view key,
-                                                      std::string_view value,
+  absl::StatusOr<std::optional<mvccpb::KeyValue>> Put(std::string_view key, std::string_view value,
                                                       int64_t lease) override {
     if (committed_) return absl::FailedPreconditionError("mvcc: txn already committed");
     ETCDPP_ASSIGN_OR_RETURN(RangeResult prev, Range(key, "", RangeOptions{}));
@@ -213,13 +214,12 @@ class RocksStore::Txn final : public Store::WriteTxn {
     // etcd: a put on an absent or deleted key starts a new generation.
     int64_t create_rev = prev_kv ? prev_kv->create_revision() : rev.main;
     int64_t version = prev_kv ? prev_kv->version() + 1 : 1;
-    ETCDPP_RETURN_IF_ERROR(FromRocks(
-        batch_.Put(store_->key_cf_, VersionKey(key, rev),
-                   EncodePutValue(create_rev, version, lease, value)),
-        "mvcc: put"));
-    ETCDPP_RETURN_IF_ERROR(FromRocks(
-        batch_.Put(store_->rev_cf_, RevKey(rev), EncodeRevValue(EventKind::kPut, key)),
-        "mvcc: put"));
+    ETCDPP_RETURN_IF_ERROR(FromRocks(batch_.Put(store_->key_cf_, VersionKey(key, rev),
+                                                EncodePutValue(create_rev, version, lease, value)),
+                                     "mvcc: put"));
+    ETCDPP_RETURN_IF_ERROR(
+        FromRocks(batch_.Put(store_->rev_cf_, RevKey(rev), EncodeRevValue(EventKind::kPut, key)),
+                  "mvcc: put"));
     mvccpb::Event& ev = events_.emplace_back();
     ev.set_type(mvccpb::Event::PUT);
     mvccpb::KeyValue* kv = ev.mutable_kv();
@@ -240,9 +240,9 @@ class RocksStore::Txn final : public Store::WriteTxn {
     ETCDPP_ASSIGN_OR_RETURN(RangeResult live, Range(key, end, RangeOptions{}));
     for (const mvccpb::KeyValue& kv : live.kvs) {
       const mvcc::Revision rev{begin_rev_ + 1, next_sub_};
-      ETCDPP_RETURN_IF_ERROR(FromRocks(
-          batch_.Put(store_->key_cf_, VersionKey(kv.key(), rev), EncodeTombstoneValue()),
-          "mvcc: delete"));
+      ETCDPP_RETURN_IF_ERROR(
+          FromRocks(batch_.Put(store_->key_cf_, VersionKey(kv.key(), rev), EncodeTombstoneValue()),
+                    "mvcc: delete"));
       ETCDPP_RETURN_IF_ERROR(FromRocks(
           batch_.Put(store_->rev_cf_, RevKey(rev), EncodeRevValue(EventKind::kDelete, kv.key())),
           "mvcc: delete"));
@@ -262,13 +262,13 @@ class RocksStore::Txn final : public Store::WriteTxn {
   absl::StatusOr<std::vector<mvccpb::Event>> Commit(uint64_t consistent_index) override {
     if (committed_) return absl::FailedPreconditionError("mvcc: txn already committed");
     const bool changed = Changed();
-    ETCDPP_RETURN_IF_ERROR(FromRocks(
-        batch_.Put(store_->meta_cf_, kMetaConsistentIndex, EncodeU64(consistent_index)),
-        "mvcc: commit"));
+    ETCDPP_RETURN_IF_ERROR(
+        FromRocks(batch_.Put(store_->meta_cf_, kMetaConsistentIndex, EncodeU64(consistent_index)),
+                  "mvcc: commit"));
     if (changed) {
-      ETCDPP_RETURN_IF_ERROR(FromRocks(
-          batch_.Put(store_->meta_cf_, kMetaCurrentRev, EncodeU64(begin_rev_ + 1)),
-          "mvcc: commit"));
+      ETCDPP_RETURN_IF_ERROR(
+          FromRocks(batch_.Put(store_->meta_cf_, kMetaCurrentRev, EncodeU64(begin_rev_ + 1)),
+                    "mvcc: commit"));
     }
     // Not synced: the server calls Sync() once per group of commits.
     rocksdb::WriteOptions wo;
@@ -327,6 +327,9 @@ absl::Status RocksStore::OpenDb() {
   dbo.bytes_per_sync = 1 << 20;
   dbo.keep_log_file_num = 4;
   dbo.max_total_wal_size = 256ull << 20;
+  // Memtables of all column families share one budget: memory stays bounded
+  // whatever the write rate or the number of keys.
+  dbo.db_write_buffer_size = 128ull << 20;
 
   auto cache = rocksdb::NewLRUCache(options_.block_cache_bytes > 0 ? options_.block_cache_bytes
                                                                    : kDefaultBlockCacheBytes);
@@ -358,7 +361,10 @@ absl::Status RocksStore::OpenDb() {
   rocksdb::ColumnFamilyOptions rev_opts = base_cf(false);
   rev_opts.table_properties_collector_factories.push_back(
       rocksdb::NewCompactOnDeletionCollectorFactory(128 * 1024, 32 * 1024));
+  rev_opts.write_buffer_size = 32ull << 20;
+  // CF "meta": a handful of keys, rewritten by every commit.
   rocksdb::ColumnFamilyOptions meta_opts = base_cf(false);
+  meta_opts.write_buffer_size = 4ull << 20;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
@@ -437,18 +443,26 @@ RocksStore::~RocksStore() {
 
 absl::StatusOr<RangeResult> RocksStore::Range(std::string_view key, std::string_view end,
                                               const RangeOptions& opts) const {
-  // Order matters (see the header): current, then snapshot, then compacted.
-  const int64_t cur = current_rev_.load();
   Bounds b = Bounds::Make(key, end);
   std::string upper;
   rocksdb::Slice upper_slice;
   rocksdb::ReadOptions ro = KeyReadOptions(b, &upper, &upper_slice);
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, key_cf_));
-  const int64_t compacted = compacted_rev_.load();
-  int64_t rev = opts.rev;
-  if (rev > cur) return FutureRevError();
-  if (rev <= 0) rev = cur;
-  if (rev < compacted) return CompactedError();
+  int64_t cur, rev;
+  std::unique_ptr<rocksdb::Iterator> it;
+  while (true) {
+    // Order matters (see the header): current, then snapshot, then compacted.
+    cur = current_rev_.load();
+    it.reset(db_->NewIterator(ro, key_cf_));
+    const int64_t compacted = compacted_rev_.load();
+    rev = opts.rev;
+    if (rev > cur) return FutureRevError();
+    if (rev <= 0) rev = cur;
+    if (rev >= compacted) break;
+    // A read of the current revision never fails in etcd; here it raced
+    // with commits and a compaction past the revision it loaded: retry
+    // with a fresh one (a compaction never passes the current revision).
+    if (opts.rev > 0) return CompactedError();
+  }
   RangeResult out;
   out.rev = cur;  // etcd answers with the store revision, whatever rev was read
   ETCDPP_RETURN_IF_ERROR(ScanAt(it.get(), b, rev, opts, &out));
@@ -537,8 +551,10 @@ absl::Status RocksStore::RunCompaction(int64_t target) {
   const std::string upper = RevKey({target + 1, 0});
   const rocksdb::Slice upper_slice(upper);
   int64_t batches = 0;
-  const size_t batch_revs = static_cast<size_t>(std::max<int64_t>(1, internal_.compaction_batch_revs));
-  const int max_deletes = static_cast<int>(std::max<int64_t>(1, internal_.compaction_max_batch_deletes));
+  const size_t batch_revs =
+      static_cast<size_t>(std::max<int64_t>(1, internal_.compaction_batch_revs));
+  const int max_deletes =
+      static_cast<int>(std::max<int64_t>(1, internal_.compaction_max_batch_deletes));
   rocksdb::WriteOptions wo;
   while (true) {
     {
@@ -615,8 +631,8 @@ absl::Status RocksStore::RunCompaction(int64_t target) {
       ETCDPP_RETURN_IF_ERROR(FromRocks(wb.Delete(rev_cf_, rk), "mvcc: compaction"));
     }
     if (last) {
-      ETCDPP_RETURN_IF_ERROR(FromRocks(
-          wb.Put(meta_cf_, kMetaFinishedCompact, EncodeU64(target)), "mvcc: compaction"));
+      ETCDPP_RETURN_IF_ERROR(
+          FromRocks(wb.Put(meta_cf_, kMetaFinishedCompact, EncodeU64(target)), "mvcc: compaction"));
     }
     ETCDPP_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &wb), "mvcc: compaction write"));
     if (last) return absl::OkStatus();
@@ -631,8 +647,8 @@ absl::Status RocksStore::RunCompaction(int64_t target) {
 }
 
 absl::StatusOr<RocksStore::EventBatch> RocksStore::ReadEvents(int64_t from_rev, int64_t to_rev,
-                                                             int64_t max_revs,
-                                                             bool with_prev_kv) const {
+                                                              int64_t max_revs,
+                                                              bool with_prev_kv) const {
   // Same order as Range: current, then snapshot, then compacted.
   const int64_t cur = current_rev_.load();
   const rocksdb::Snapshot* snap = db_->GetSnapshot();
@@ -698,8 +714,8 @@ absl::StatusOr<RocksStore::EventBatch> RocksStore::ReadEvents(int64_t from_rev, 
     }
     if (with_prev_kv && rev.main - 1 >= std::max<int64_t>(compacted, 1)) {
       RangeResult prev;
-      ETCDPP_RETURN_IF_ERROR(ScanAt(prev_it.get(), Bounds::Make(uk, ""), rev.main - 1,
-                                    RangeOptions{}, &prev));
+      ETCDPP_RETURN_IF_ERROR(
+          ScanAt(prev_it.get(), Bounds::Make(uk, ""), rev.main - 1, RangeOptions{}, &prev));
       if (!prev.kvs.empty()) *ev.mutable_prev_kv() = std::move(prev.kvs[0]);
     }
   }

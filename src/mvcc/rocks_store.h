@@ -18,14 +18,26 @@
 // before the background deletion starts, so (a) every change <= the revision
 // read is in the snapshot, changes above it are filtered by revision, and (b)
 // if the check passes, no deletion that could hide the requested revision is
-// in the snapshot. No locks on the read path.
+// in the snapshot. A read of the current revision (rev 0) that loses this race
+// to a compaction retries instead of failing, as etcd never fails it. No locks
+// on the read path. RangeResult.rev is the current revision of the snapshot,
+// whatever revision was read: etcd puts exactly that in the response header.
 //
-// Compaction at C (background thread, batched; see Compactor()): walk CF "rev"
-// from finished_compact_rev+1 to C; for each key changed there, keep its newest
-// version <= C unless that is a tombstone, and delete every older version;
-// delete the walked "rev" entries in the same WriteBatch. Each batch is
-// idempotent, and the walked entries are the progress marker, so a compaction
-// cut by a crash resumes on Open from scheduled_compact_rev.
+// Write txn: changes go to a rocksdb::WriteBatchWithIndex; its reads merge
+// the batch with the DB (NewIteratorWithBase), so it sees its own writes at
+// Revision(). Commit writes the batch plus meta {consistent_index,
+// current_rev} as ONE RocksDB write (not synced; Sync() = SyncWAL).
+//
+// Compaction at C (background thread, batched; see RunCompaction()): walk CF
+// "rev" from finished_compact_rev to C; for each key changed there, keep its
+// newest version <= C unless that is a tombstone, and delete every older
+// version (a tombstone last, so a reader never sees an older version revive);
+// delete the walked "rev" entries below C in the same WriteBatch (those at C
+// stay so a watch from C replays what survives, as in etcd; the next
+// compaction drops them). Each batch is idempotent, and the walked entries are
+// the progress marker, so a compaction cut by a crash resumes on Open from
+// scheduled_compact_rev. Compaction touches only versions <= C, which no
+// writer changes, so it needs no lock against the apply thread.
 #pragma once
 
 #include <atomic>
@@ -74,8 +86,7 @@ class RocksStore final : public Store {
                                     const RangeOptions& opts) const override;
   std::unique_ptr<WriteTxn> BeginWrite() override;
   absl::Status Sync() override;
-  absl::Status Compact(int64_t rev, uint64_t consistent_index,
-                       std::function<void()> done) override;
+  absl::Status Compact(int64_t rev, uint64_t consistent_index, std::function<void()> done) override;
   int64_t SizeBytes() const override;
   int64_t SizeInUseBytes() const override;
 
@@ -126,7 +137,7 @@ class RocksStore final : public Store {
 
   const Options options_;
   const InternalOptions internal_;
-  rocksdb::DB* db_ = nullptr;  // owned
+  rocksdb::DB* db_ = nullptr;                          // owned
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned
   rocksdb::ColumnFamilyHandle* key_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* rev_cf_ = nullptr;
