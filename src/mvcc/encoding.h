@@ -87,6 +87,8 @@ inline constexpr std::string_view kMetaCurrentRev = "current_rev";
 inline constexpr std::string_view kMetaScheduledCompact = "scheduled_compact_rev";
 inline constexpr std::string_view kMetaFinishedCompact = "finished_compact_rev";
 inline constexpr uint64_t kFormatVersion = 1;
+// WriteTxn::SetMeta names are stored under this prefix, apart from ours.
+inline constexpr std::string_view kMetaAppPrefix = "app/";
 std::string EncodeU64(uint64_t v);
 bool DecodeU64(rocksdb::Slice in, uint64_t* out);
 

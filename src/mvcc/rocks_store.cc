@@ -1,5 +1,7 @@
 #include "mvcc/rocks_store.h"
 
+#include "mvcc/hash_kv.h"
+
 #include <algorithm>
 #include <filesystem>
 #include <set>
@@ -254,6 +256,11 @@ class RocksStore::Txn final : public Store::WriteTxn {
       ++next_sub_;
     }
     return std::move(live.kvs);
+  }
+
+  void SetMeta(std::string_view name, std::string_view value) override {
+    ETCDPP_CHECK_OK(FromRocks(
+        batch_.Put(store_->meta_cf_, std::string(kMetaAppPrefix) + std::string(name), value), "mvcc: meta"));
   }
 
   int64_t Revision() const override { return begin_rev_ + 1; }
@@ -765,6 +772,19 @@ int64_t RocksStore::RawRevEntriesForTest() const {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), rev_cf_));
   for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
   return n;
+}
+
+absl::StatusOr<std::optional<std::string>> RocksStore::GetMeta(std::string_view name) const {
+  std::string v;
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), meta_cf_, std::string(kMetaAppPrefix) + std::string(name), &v);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  ETCDPP_RETURN_IF_ERROR(FromRocks(s, "mvcc: read meta"));
+  return std::optional<std::string>(std::move(v));
+}
+
+absl::StatusOr<HashKVResult> RocksStore::HashKV(int64_t rev) const {
+  return mvcc::HashKV(*this, rev);
 }
 
 int64_t RocksStore::SizeBytes() const {

@@ -87,6 +87,8 @@ class RocksStore final : public Store {
   std::unique_ptr<WriteTxn> BeginWrite() override;
   absl::Status Sync() override;
   absl::Status Compact(int64_t rev, uint64_t consistent_index, std::function<void()> done) override;
+  absl::StatusOr<std::optional<std::string>> GetMeta(std::string_view name) const override;
+  absl::StatusOr<HashKVResult> HashKV(int64_t rev) const override;
   int64_t SizeBytes() const override;
   int64_t SizeInUseBytes() const override;
 

@@ -42,8 +42,17 @@ struct RangeOptions {
 
 struct RangeResult {
   std::vector<mvccpb::KeyValue> kvs;  // ascending by key, at most `limit`
-  int64_t rev = 0;                    // the revision that was read
-  int64_t count = 0;                  // keys in the range at `rev`, ignoring limit
+  // The store's current revision when read (etcd answers with it whatever
+  // revision was asked for).
+  int64_t rev = 0;
+  int64_t count = 0;                  // keys in the range at the read revision, ignoring limit
+};
+
+// etcd's HashKV answer (see mvcc/hash_kv.h for how it is computed).
+struct HashKVResult {
+  uint32_t hash = 0;
+  int64_t revision = 0;          // the revision hashed (current when asked 0)
+  int64_t compact_revision = 0;  // -1 when never compacted, as etcd reports
 };
 
 // Range bounds follow etcd: end == ""   -> the single key `key`;
@@ -96,6 +105,9 @@ class Store {
     // tombstones. Returns the deleted versions, ascending by key.
     virtual absl::StatusOr<std::vector<mvccpb::KeyValue>> DeleteRange(std::string_view key,
                                                                       std::string_view end) = 0;
+    // Records application metadata (e.g. the raft membership as of this
+    // index) in the same WriteBatch. Names live in their own namespace.
+    virtual void SetMeta(std::string_view name, std::string_view value) = 0;
     // The revision this txn writes at if it changes anything.
     virtual int64_t Revision() const = 0;
     // True once Put or DeleteRange changed something.
@@ -123,6 +135,13 @@ class Store {
   // Apply thread only. A compaction interrupted by a crash resumes on Open.
   virtual absl::Status Compact(int64_t rev, uint64_t consistent_index,
                                std::function<void()> done) = 0;
+
+  // Application metadata written by WriteTxn::SetMeta; nullopt if never set.
+  virtual absl::StatusOr<std::optional<std::string>> GetMeta(std::string_view name) const = 0;
+
+  // etcd's consistency hash of the history up to `rev` (0 = current).
+  // Errors: kErrCompacted when rev <= the compacted revision, kErrFutureRev.
+  virtual absl::StatusOr<HashKVResult> HashKV(int64_t rev) const = 0;
 
   // Approximate bytes the store occupies on disk (Status.db_size).
   virtual int64_t SizeBytes() const = 0;
