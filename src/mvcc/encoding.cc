@@ -191,4 +191,32 @@ const rocksdb::Comparator* KeyRevComparator() {
 
 const rocksdb::SliceTransform* NewUserKeyPrefixExtractor() { return new UserKeyPrefixExtractor(); }
 
+std::string LeaseRecordKey(int64_t id) {
+  std::string k(1, 'L');
+  PutBigEndian64(&k, static_cast<uint64_t>(id));
+  return k;
+}
+
+std::string LeaseAttachKey(int64_t id, std::string_view user_key) {
+  std::string k(1, 'A');
+  PutBigEndian64(&k, static_cast<uint64_t>(id));
+  k.append(user_key.data(), user_key.size());
+  return k;
+}
+
+std::string EncodeLeaseRecord(int64_t ttl, int64_t remaining_ttl) {
+  std::string out;
+  PutVarint64(&out, static_cast<uint64_t>(ttl));
+  PutVarint64(&out, static_cast<uint64_t>(remaining_ttl));
+  return out;
+}
+
+bool DecodeLeaseRecord(rocksdb::Slice in, int64_t* ttl, int64_t* remaining_ttl) {
+  uint64_t t, r;
+  if (!GetVarint64(&in, &t) || !GetVarint64(&in, &r) || !in.empty()) return false;
+  *ttl = static_cast<int64_t>(t);
+  *remaining_ttl = static_cast<int64_t>(r);
+  return true;
+}
+
 }  // namespace etcdpp::mvcc

@@ -80,6 +80,18 @@ Revision DecodeRevKey(rocksdb::Slice k);  // REQUIRES: size == 16
 std::string EncodeRevValue(EventKind kind, std::string_view user_key);
 bool DecodeRevValue(rocksdb::Slice in, EventKind* kind, std::string_view* user_key);
 
+// ---- CF "lease": lease records and the lease -> key attachment index ------
+//
+//   'L' | be64(id)        -> varint ttl | varint remaining_ttl
+//   'A' | be64(id) | key  -> ""   (key is attached to lease id)
+//
+// Put/DeleteRange maintain the 'A' entries in the same batch as the version
+// they write, so the index always equals "live keys whose lease is id".
+std::string LeaseRecordKey(int64_t id);
+std::string LeaseAttachKey(int64_t id, std::string_view user_key);
+std::string EncodeLeaseRecord(int64_t ttl, int64_t remaining_ttl);
+bool DecodeLeaseRecord(rocksdb::Slice in, int64_t* ttl, int64_t* remaining_ttl);
+
 // ---- CF "meta": fixed names -> be64 ----------------------------------------
 inline constexpr std::string_view kMetaFormat = "format";  // layout version
 inline constexpr std::string_view kMetaConsistentIndex = "consistent_index";

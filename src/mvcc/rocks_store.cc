@@ -3,6 +3,7 @@
 #include "mvcc/hash_kv.h"
 
 #include <algorithm>
+#include <map>
 #include <filesystem>
 #include <set>
 #include <string>
@@ -25,6 +26,7 @@ namespace {
 constexpr char kKeyCf[] = "key";
 constexpr char kRevCf[] = "rev";
 constexpr char kMetaCf[] = "meta";
+constexpr char kLeaseCf[] = "lease";
 // Block cache shared by all column families when Options leaves it at 0.
 constexpr uint64_t kDefaultBlockCacheBytes = 32ull << 20;
 // Next() calls tried before a Seek when skipping a key's other versions:
@@ -222,6 +224,15 @@ class RocksStore::Txn final : public Store::WriteTxn {
     ETCDPP_RETURN_IF_ERROR(
         FromRocks(batch_.Put(store_->rev_cf_, RevKey(rev), EncodeRevValue(EventKind::kPut, key)),
                   "mvcc: put"));
+    // The lease -> key index follows the live version.
+    if (prev_kv && prev_kv->lease() != 0 && prev_kv->lease() != lease) {
+      ETCDPP_RETURN_IF_ERROR(FromRocks(
+          batch_.Delete(store_->lease_cf_, LeaseAttachKey(prev_kv->lease(), key)), "mvcc: put"));
+    }
+    if (lease != 0) {
+      ETCDPP_RETURN_IF_ERROR(
+          FromRocks(batch_.Put(store_->lease_cf_, LeaseAttachKey(lease, key), ""), "mvcc: put"));
+    }
     mvccpb::Event& ev = events_.emplace_back();
     ev.set_type(mvccpb::Event::PUT);
     mvccpb::KeyValue* kv = ev.mutable_kv();
@@ -248,6 +259,11 @@ class RocksStore::Txn final : public Store::WriteTxn {
       ETCDPP_RETURN_IF_ERROR(FromRocks(
           batch_.Put(store_->rev_cf_, RevKey(rev), EncodeRevValue(EventKind::kDelete, kv.key())),
           "mvcc: delete"));
+      if (kv.lease() != 0) {
+        ETCDPP_RETURN_IF_ERROR(FromRocks(
+            batch_.Delete(store_->lease_cf_, LeaseAttachKey(kv.lease(), kv.key())),
+            "mvcc: delete"));
+      }
       mvccpb::Event& ev = events_.emplace_back();
       ev.set_type(mvccpb::Event::DELETE);
       ev.mutable_kv()->set_key(kv.key());
@@ -256,6 +272,16 @@ class RocksStore::Txn final : public Store::WriteTxn {
       ++next_sub_;
     }
     return std::move(live.kvs);
+  }
+
+  void PutLease(int64_t id, int64_t ttl, int64_t remaining_ttl) override {
+    ETCDPP_CHECK_OK(FromRocks(batch_.Put(store_->lease_cf_, LeaseRecordKey(id),
+                                         EncodeLeaseRecord(ttl, remaining_ttl)),
+                              "mvcc: lease"));
+  }
+
+  void DeleteLease(int64_t id) override {
+    ETCDPP_CHECK_OK(FromRocks(batch_.Delete(store_->lease_cf_, LeaseRecordKey(id)), "mvcc: lease"));
   }
 
   void SetMeta(std::string_view name, std::string_view value) override {
@@ -378,12 +404,14 @@ absl::Status RocksStore::OpenDb() {
       {kKeyCf, key_opts},
       {kRevCf, rev_opts},
       {kMetaCf, meta_opts},
+      {kLeaseCf, base_cf(false)},
   };
   rocksdb::Status s = rocksdb::DB::Open(dbo, options_.path, cfs, &handles_, &db_);
   ETCDPP_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("mvcc: open ", options_.path)));
   key_cf_ = handles_[1];
   rev_cf_ = handles_[2];
   meta_cf_ = handles_[3];
+  lease_cf_ = handles_[4];
 
   // Start-up reads only these few meta keys: no history scan.
   auto read_meta = [&](std::string_view name, uint64_t* out, bool* found) -> absl::Status {
@@ -772,6 +800,37 @@ int64_t RocksStore::RawRevEntriesForTest() const {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), rev_cf_));
   for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
   return n;
+}
+
+absl::StatusOr<std::vector<LeaseData>> RocksStore::LoadLeases() const {
+  std::map<int64_t, LeaseData> leases;
+  std::map<int64_t, std::vector<std::string>> attached;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), lease_cf_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    rocksdb::Slice k = it->key();
+    if (k.size() < 9 || (k[0] != 'L' && k[0] != 'A') || (k[0] == 'L' && k.size() != 9)) {
+      return absl::DataLossError("mvcc: corrupt key in CF lease");
+    }
+    int64_t id = static_cast<int64_t>(GetBigEndian64(k.data() + 1));
+    if (k[0] == 'A') {
+      attached[id].emplace_back(k.data() + 9, k.size() - 9);
+      continue;
+    }
+    LeaseData& d = leases[id];
+    d.id = id;
+    if (!DecodeLeaseRecord(it->value(), &d.ttl, &d.remaining_ttl)) {
+      return absl::DataLossError(absl::StrCat("mvcc: corrupt lease record ", id));
+    }
+  }
+  ETCDPP_RETURN_IF_ERROR(FromRocks(it->status(), "mvcc: load leases"));
+  std::vector<LeaseData> out;
+  out.reserve(leases.size());
+  for (auto& [id, d] : leases) {
+    auto a = attached.find(id);
+    if (a != attached.end()) d.keys = std::move(a->second);  // ascending: the CF's order
+    out.push_back(std::move(d));
+  }
+  return out;
 }
 
 absl::StatusOr<std::optional<std::string>> RocksStore::GetMeta(std::string_view name) const {

@@ -7,6 +7,7 @@
 //             prefix bloom on the user key for single-key reads.
 //   CF "rev"  main|sub -> {put/delete, user_key}: the event log, for watch
 //             replay (sequential scan) and compaction.
+//   CF "lease" lease records and the lease -> key attachment index.
 //   CF "meta" consistent_index, current_rev, scheduled_compact_rev,
 //             finished_compact_rev, format.
 // Everything lives in one RocksDB, so a checkpoint is a consistent snapshot,
@@ -87,6 +88,7 @@ class RocksStore final : public Store {
   std::unique_ptr<WriteTxn> BeginWrite() override;
   absl::Status Sync() override;
   absl::Status Compact(int64_t rev, uint64_t consistent_index, std::function<void()> done) override;
+  absl::StatusOr<std::vector<LeaseData>> LoadLeases() const override;
   absl::StatusOr<std::optional<std::string>> GetMeta(std::string_view name) const override;
   absl::StatusOr<HashKVResult> HashKV(int64_t rev) const override;
   int64_t SizeBytes() const override;
@@ -144,6 +146,7 @@ class RocksStore final : public Store {
   rocksdb::ColumnFamilyHandle* key_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* rev_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* lease_cf_ = nullptr;
 
   std::atomic<int64_t> current_rev_{1};
   std::atomic<int64_t> compacted_rev_{0};

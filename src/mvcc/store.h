@@ -48,6 +48,14 @@ struct RangeResult {
   int64_t count = 0;                  // keys in the range at the read revision, ignoring limit
 };
 
+// A lease as persisted (etcd's lease bucket), with the keys attached to it.
+struct LeaseData {
+  int64_t id = 0;
+  int64_t ttl = 0;
+  int64_t remaining_ttl = 0;  // last checkpoint; 0 = unset
+  std::vector<std::string> keys;  // ascending
+};
+
 // etcd's HashKV answer (see mvcc/hash_kv.h for how it is computed).
 struct HashKVResult {
   uint32_t hash = 0;
@@ -105,6 +113,11 @@ class Store {
     // tombstones. Returns the deleted versions, ascending by key.
     virtual absl::StatusOr<std::vector<mvccpb::KeyValue>> DeleteRange(std::string_view key,
                                                                       std::string_view end) = 0;
+    // Lease records, in the same WriteBatch as the txn (a revoke deletes the
+    // record and the keys atomically). Which keys are attached to which
+    // lease needs no call: Put and DeleteRange keep that index themselves.
+    virtual void PutLease(int64_t id, int64_t ttl, int64_t remaining_ttl) = 0;
+    virtual void DeleteLease(int64_t id) = 0;
     // Records application metadata (e.g. the raft membership as of this
     // index) in the same WriteBatch. Names live in their own namespace.
     virtual void SetMeta(std::string_view name, std::string_view value) = 0;
@@ -135,6 +148,11 @@ class Store {
   // Apply thread only. A compaction interrupted by a crash resumes on Open.
   virtual absl::Status Compact(int64_t rev, uint64_t consistent_index,
                                std::function<void()> done) = 0;
+
+  // Every persisted lease with its attached keys (live keys only), ascending
+  // by ID: what a restarted member rebuilds its lessor from, without
+  // scanning the key space.
+  virtual absl::StatusOr<std::vector<LeaseData>> LoadLeases() const = 0;
 
   // Application metadata written by WriteTxn::SetMeta; nullopt if never set.
   virtual absl::StatusOr<std::optional<std::string>> GetMeta(std::string_view name) const = 0;

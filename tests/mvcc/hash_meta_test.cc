@@ -73,5 +73,46 @@ TEST_F(HashMetaTest, MetaRoundTripsAndPersists) {
   EXPECT_EQ(*Unwrap(store_->GetMeta("consistent_index")), "garbage");
 }
 
+TEST_F(HashMetaTest, LeasesAndTheirKeysPersist) {
+  Put("k1", "v", 5);
+  Put("k2", "v", 5);
+  Put("k3", "v", 6);
+  auto txn = store_->BeginWrite();
+  txn->PutLease(5, 10, 0);
+  txn->PutLease(6, 20, 3);
+  Unwrap(txn->Commit(++index_));
+  auto leases = Unwrap(store_->LoadLeases());
+  ASSERT_EQ(leases.size(), 2u);
+  EXPECT_EQ(leases[0].id, 5);
+  EXPECT_EQ(leases[0].ttl, 10);
+  EXPECT_EQ(leases[0].keys, (std::vector<std::string>{"k1", "k2"}));
+  EXPECT_EQ(leases[1].remaining_ttl, 3);
+  EXPECT_EQ(leases[1].keys, (std::vector<std::string>{"k3"}));
+
+  Put("k1", "v2", 6);  // moves to lease 6
+  Put("k2", "v2", 0);  // leaves its lease
+  Delete("k3");        // gone with its attachment
+  Reopen();
+  leases = Unwrap(store_->LoadLeases());
+  ASSERT_EQ(leases.size(), 2u);
+  EXPECT_TRUE(leases[0].keys.empty());
+  EXPECT_EQ(leases[1].keys, (std::vector<std::string>{"k1"}));
+
+  // A revoke: the record and the attached keys go in one batch.
+  auto revoke = store_->BeginWrite();
+  Unwrap(revoke->DeleteRange("k1", ""));
+  revoke->DeleteLease(6);
+  Unwrap(revoke->Commit(++index_));
+  leases = Unwrap(store_->LoadLeases());
+  ASSERT_EQ(leases.size(), 1u);
+  EXPECT_EQ(leases[0].id, 5);
+  // A txn that is dropped writes nothing.
+  {
+    auto dropped = store_->BeginWrite();
+    dropped->PutLease(9, 9, 0);
+  }
+  EXPECT_EQ(Unwrap(store_->LoadLeases()).size(), 1u);
+}
+
 }  // namespace
 }  // namespace etcdpp::mvcc::testing

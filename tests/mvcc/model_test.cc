@@ -197,7 +197,9 @@ TEST_P(ModelTest, RandomOpsMatchModel) {
         }
       }
     }
-    if (rnd.Bernoulli(0.03)) ASSERT_TRUE(store_->FlushForTest().ok());
+    if (rnd.Bernoulli(0.03)) {
+      ASSERT_TRUE(store_->FlushForTest().ok());
+    }
     if (rnd.Bernoulli(0.02)) {
       Reopen(io);
       ASSERT_EQ(store_->CurrentRevision(), cur);

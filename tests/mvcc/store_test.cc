@@ -602,8 +602,9 @@ TEST_F(StoreTest, ConcurrentReadersNeverSeeHalfATxn) {
   }
   for (int i = 1; i <= kTxns; ++i) {
     write_all(i);
-    if (i % 50 == 0)
+    if (i % 50 == 0) {
       ASSERT_TRUE(store_->Compact(store_->CurrentRevision() - 1, index_, nullptr).ok());
+    }
   }
   stop.store(true);
   for (auto& t : readers) t.join();
