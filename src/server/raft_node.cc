@@ -1,0 +1,255 @@
+#include "server/raft_node.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "common/status.h"
+#include "spdlog/spdlog.h"
+
+namespace etcdpp::server {
+namespace {
+
+// The raft core's log lines go to spdlog's "raft" logger.
+class SpdlogRaftLogger final : public raft::Logger {
+ public:
+  SpdlogRaftLogger() {
+    logger_ = spdlog::get("raft");
+    if (!logger_) logger_ = spdlog::default_logger();
+  }
+  bool Enabled(raft::LogLevel level) const override {
+    return logger_->should_log(ToSpd(level));
+  }
+  void Log(raft::LogLevel level, std::string_view message) override {
+    logger_->log(ToSpd(level), "{}", message);
+  }
+
+ private:
+  static spdlog::level::level_enum ToSpd(raft::LogLevel l) {
+    switch (l) {
+      case raft::LogLevel::kDebug: return spdlog::level::debug;
+      case raft::LogLevel::kInfo: return spdlog::level::info;
+      case raft::LogLevel::kWarn: return spdlog::level::warn;
+      default: return spdlog::level::err;
+    }
+  }
+  std::shared_ptr<spdlog::logger> logger_;
+};
+
+raft::Logger* RaftLogger() {
+  static SpdlogRaftLogger logger;
+  return &logger;
+}
+
+bool OnlyVoterIs(const std::vector<uint64_t>& voters, uint64_t id) {
+  return voters.size() == 1 && voters[0] == id;
+}
+
+}  // namespace
+
+RaftNode::RaftNode(Options options) : options_(std::move(options)), id_(options_.id) {}
+
+absl::StatusOr<std::unique_ptr<RaftNode>> RaftNode::Start(Options options) {
+  ETCDPP_CHECK(options.clock != nullptr);
+  std::unique_ptr<RaftNode> n(new RaftNode(std::move(options)));
+  ETCDPP_RETURN_IF_ERROR(n->Init());
+  n->thread_ = std::thread([p = n.get()] { p->Loop(); });
+  return n;
+}
+
+absl::Status RaftNode::Init() {
+  const bool existed = wal::Wal::Exists(options_.wal_dir);
+  if (!existed) {
+    ETCDPP_ASSIGN_OR_RETURN(
+        wal_, wal::Wal::Create(options_.wal_dir, options_.wal_metadata, options_.wal_options));
+  } else {
+    // No log compaction yet: the log starts at the beginning.
+    ETCDPP_ASSIGN_OR_RETURN(wal_,
+                            wal::Wal::Open(options_.wal_dir, wal::SnapshotMarker{}, options_.wal_options));
+    ETCDPP_ASSIGN_OR_RETURN(wal::ReadResult rr, wal_->ReadAll());
+    if (rr.metadata != options_.wal_metadata) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the WAL in ", options_.wal_dir, " belongs to another member or cluster"));
+    }
+    raftpb::HardState hs;
+    hs.set_term(rr.hard_state.term);
+    hs.set_vote(rr.hard_state.vote);
+    hs.set_commit(rr.hard_state.commit);
+    storage_.SetHardState(hs);
+    std::vector<raftpb::Entry> entries;
+    entries.reserve(rr.entries.size());
+    for (const wal::Entry& e : rr.entries) {
+      raftpb::Entry pe;
+      if (!pe.ParseFromString(e.data) || pe.index() != e.index || pe.term() != e.term) {
+        return absl::DataLossError(absl::StrCat("WAL entry ", e.index, " in ", options_.wal_dir,
+                                                " does not decode as a raft entry"));
+      }
+      entries.push_back(std::move(pe));
+    }
+    ETCDPP_RETURN_IF_ERROR(storage_.Append(entries));
+    ETCDPP_ASSIGN_OR_RETURN(uint64_t last, storage_.LastIndex());
+    if (options_.applied_index > last) {
+      return absl::DataLossError(absl::StrCat(
+          "the store has applied index ", options_.applied_index, " but the WAL in ",
+          options_.wal_dir, " ends at ", last, ": the WAL lost acknowledged entries"));
+    }
+    spdlog::get("etcdserver")
+        ? spdlog::get("etcdserver")->info("replaying WAL: {} entries, term {}, commit {}, applied {}",
+                                         entries.size(), hs.term(), hs.commit(),
+                                         options_.applied_index)
+        : void();
+  }
+  storage_.SetConfState(options_.applied_conf_state);
+
+  raft::Config c;
+  c.id = id_;
+  c.election_tick = options_.election_ticks;
+  c.heartbeat_tick = 1;
+  c.storage = &storage_;
+  c.applied = options_.applied_index;
+  c.pre_vote = options_.pre_vote;
+  c.check_quorum = true;
+  c.logger = RaftLogger();
+  ETCDPP_ASSIGN_OR_RETURN(node_, raft::RawNode::Create(c));
+  if (!existed) {
+    ETCDPP_RETURN_IF_ERROR(node_->Bootstrap(options_.bootstrap_voters));
+    campaign_at_start_ = OnlyVoterIs(options_.bootstrap_voters, id_);
+  } else {
+    std::vector<uint64_t> voters(options_.applied_conf_state.voters().begin(),
+                                 options_.applied_conf_state.voters().end());
+    campaign_at_start_ = voters.empty() ? OnlyVoterIs(options_.bootstrap_voters, id_)
+                                        : OnlyVoterIs(voters, id_);
+  }
+  return absl::OkStatus();
+}
+
+RaftNode::~RaftNode() { Stop(); }
+
+void RaftNode::Stop() {
+  {
+    absl::MutexLock l(&mu_);
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  if (wal_) {
+    absl::Status st = wal_->Close();
+    if (!st.ok()) spdlog::default_logger()->error("closing the WAL: {}", st.ToString());
+    wal_.reset();
+  }
+}
+
+void RaftNode::Enqueue(Task task) {
+  absl::MutexLock l(&mu_);
+  if (!stopping_) inbox_.push_back(std::move(task));
+}
+
+void RaftNode::Propose(std::string data, std::function<void(absl::Status)> on_dropped) {
+  Enqueue([data = std::move(data), on_dropped = std::move(on_dropped)](raft::RawNode& n) mutable {
+    absl::Status st = n.Propose(std::move(data));
+    if (!st.ok() && on_dropped) on_dropped(st);
+  });
+}
+
+void RaftNode::Step(raftpb::Message m) {
+  Enqueue([m = std::move(m)](raft::RawNode& n) mutable { (void)n.Step(std::move(m)); });
+}
+
+void RaftNode::ReadIndex(std::string ctx) {
+  Enqueue([ctx = std::move(ctx)](raft::RawNode& n) mutable { n.ReadIndex(std::move(ctx)); });
+}
+
+raftpb::ConfState RaftNode::ApplyConfChange(const raftpb::ConfChange& cc) {
+  auto done = std::make_shared<absl::Notification>();
+  auto out = std::make_shared<raftpb::ConfState>();
+  Enqueue([cc, done, out](raft::RawNode& n) {
+    *out = n.ApplyConfChange(cc);
+    done->Notify();
+  });
+  // The node thread may be stopping: never wait for it forever.
+  while (!done->WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return raftpb::ConfState();
+  }
+  return *out;
+}
+
+void RaftNode::Loop() {
+  Clock* clock = options_.clock;
+  auto next_tick = clock->Now() + options_.tick_interval;
+  for (;;) {
+    // A single voter elects itself as soon as Raft lets it (once the
+    // bootstrap conf changes are handed out), not after an election timeout.
+    if (campaign_at_start_) {
+      raft::RaftStatus st = node_->GetStatus();
+      if (st.applied >= st.hard_state.commit()) {
+        (void)node_->Campaign();
+        campaign_at_start_ = false;
+      }
+    }
+    std::deque<Task> tasks;
+    {
+      absl::MutexLock l(&mu_);
+      auto wait = next_tick - clock->Now();
+      if (wait > std::chrono::steady_clock::duration::zero() && inbox_.empty() && !stopping_) {
+        mu_.AwaitWithTimeout(absl::Condition(
+                                 +[](RaftNode* n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(n->mu_) {
+                                   return n->stopping_ || !n->inbox_.empty();
+                                 },
+                                 this),
+                             absl::FromChrono(wait));
+      }
+      if (stopping_) return;
+      tasks.swap(inbox_);
+    }
+    for (Task& t : tasks) t(*node_);
+    auto now = clock->Now();
+    if (now >= next_tick) {
+      node_->Tick();
+      next_tick += options_.tick_interval;
+      if (next_tick < now) next_tick = now + options_.tick_interval;  // fell behind: no burst
+    }
+    while (node_->HasReady()) HandleReady(node_->GetReady());
+  }
+}
+
+void RaftNode::HandleReady(raft::Ready rd) {
+  if (rd.hard_state) {
+    term_ = rd.hard_state->term();
+    commit_ = rd.hard_state->commit();
+  }
+  if (rd.soft_state) {
+    lead_ = rd.soft_state->lead;
+    if (options_.on_leader_change) options_.on_leader_change(rd.soft_state->lead, term_.load());
+  }
+  // Snapshots arrive with log compaction and clusters; a single member never
+  // receives one.
+  ETCDPP_CHECK(!rd.snapshot.has_value());
+
+  // 1. Persist: entries, then hard state; one fdatasync when Raft needs it.
+  if (!rd.entries.empty() || rd.hard_state) {
+    wal::HardState hs;
+    if (rd.hard_state) hs = {rd.hard_state->term(), rd.hard_state->vote(), rd.hard_state->commit()};
+    std::vector<wal::Entry> entries;
+    entries.reserve(rd.entries.size());
+    for (const raftpb::Entry& e : rd.entries) {
+      entries.push_back({e.index(), e.term(), e.SerializeAsString()});
+    }
+    // A WAL that cannot write cannot promise anything: stop, never guess.
+    ETCDPP_CHECK_OK(wal_->Save(hs, entries, rd.must_sync));
+    ETCDPP_CHECK_OK(storage_.Append(rd.entries));
+    if (rd.hard_state) storage_.SetHardState(*rd.hard_state);
+  }
+  // 2. Send, now that what the messages promise is durable.
+  if (!rd.messages.empty() && options_.transport) {
+    options_.transport->Send(std::move(rd.messages));
+  }
+  if (!rd.read_states.empty() && options_.on_read_states) {
+    options_.on_read_states(std::move(rd.read_states));
+  }
+  // 3. Apply elsewhere.
+  if (!rd.committed_entries.empty() && options_.on_committed) {
+    options_.on_committed(std::move(rd.committed_entries));
+  }
+  node_->Advance();
+}
+
+}  // namespace etcdpp::server

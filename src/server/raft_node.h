@@ -1,0 +1,119 @@
+// RaftNode: the node loop. One thread owns the Raft state machine
+// (raft::RawNode) and, for each Ready, in this order:
+//   1. appends the entries and hard state to the WAL, with ONE fdatasync when
+//      Raft asks for it (group commit: everything gathered while the previous
+//      fsync ran goes into the next one);
+//   2. sends the messages (only now: a response promises durability);
+//   3. hands the committed entries to the apply loop (never applies here:
+//      a slow apply must not delay heartbeats);
+//   4. Advance().
+// Time enters as Tick() every heartbeat interval, read from the injected
+// Clock; proposals, peer messages and read requests arrive through a queue
+// that any thread may fill.
+//
+// The log in memory (raft::MemoryStorage) is rebuilt from the WAL at start,
+// as etcd does; the WAL is the source of truth.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "raft.pb.h"
+#include "raft/raw_node.h"
+#include "raft/storage.h"
+#include "wal/wal.h"
+
+namespace etcdpp::server {
+
+// Sends Raft messages to peers. Must not block the caller (queue per peer).
+class RaftTransport {
+ public:
+  virtual ~RaftTransport() = default;
+  virtual void Send(std::vector<raftpb::Message> messages) = 0;
+};
+
+class RaftNode {
+ public:
+  struct Options {
+    uint64_t id = 0;
+    std::string wal_dir;
+    std::string wal_metadata;                // written when the WAL is created
+    std::vector<uint64_t> bootstrap_voters;  // used when the WAL is created
+    uint64_t applied_index = 0;              // the state machine's consistent index
+    raftpb::ConfState applied_conf_state;    // membership as of applied_index
+    std::chrono::milliseconds tick_interval{100};  // --heartbeat-interval
+    int election_ticks = 10;                       // election-timeout / heartbeat
+    bool pre_vote = true;
+    Clock* clock = nullptr;                  // not owned; required
+    RaftTransport* transport = nullptr;      // not owned; null for one member
+    wal::Options wal_options;
+    // Node thread: committed entries, in index order, once durable here.
+    // Must not block: queue them for the apply loop.
+    std::function<void(std::vector<raftpb::Entry>)> on_committed;
+    // Node thread: the leader changed (lead 0 = none known).
+    std::function<void(uint64_t lead, uint64_t term)> on_leader_change;
+    // Node thread: ReadIndex answers.
+    std::function<void(std::vector<raft::ReadState>)> on_read_states;
+  };
+
+  // Opens or creates the WAL, rebuilds the log, starts the node thread. A
+  // single-voter member campaigns at once (etcd fast-forwards its ticks).
+  static absl::StatusOr<std::unique_ptr<RaftNode>> Start(Options options);
+  ~RaftNode();
+
+  // Thread-safe. `on_dropped` runs on the node thread if Raft refuses the
+  // proposal (no leader known, leader transfer): the caller fails the
+  // request rather than waiting for a commit that will not come.
+  void Propose(std::string data, std::function<void(absl::Status)> on_dropped);
+  void Step(raftpb::Message m);
+  void ReadIndex(std::string ctx);
+  // The apply loop calls this for each committed conf change, in order, and
+  // gets the membership after it. Blocks until the node thread applied it.
+  raftpb::ConfState ApplyConfChange(const raftpb::ConfChange& cc);
+
+  uint64_t lead() const { return lead_.load(); }
+  uint64_t term() const { return term_.load(); }
+  uint64_t commit_index() const { return commit_.load(); }
+  bool is_leader() const { return lead_.load() == id_; }
+
+  // Stops the node thread; queued work is dropped. Idempotent.
+  void Stop();
+
+ private:
+  using Task = std::function<void(raft::RawNode&)>;
+
+  explicit RaftNode(Options options);
+  absl::Status Init();
+  void Loop();
+  void Enqueue(Task task);
+  void HandleReady(raft::Ready rd);
+
+  Options options_;
+  const uint64_t id_;
+  raft::MemoryStorage storage_;  // node thread only (after Init)
+  std::unique_ptr<wal::Wal> wal_;
+  std::unique_ptr<raft::RawNode> node_;
+  bool campaign_at_start_ = false;
+
+  std::atomic<uint64_t> lead_{0};
+  std::atomic<uint64_t> term_{0};
+  std::atomic<uint64_t> commit_{0};
+
+  absl::Mutex mu_;
+  std::deque<Task> inbox_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace etcdpp::server
