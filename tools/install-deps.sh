@@ -8,7 +8,7 @@ PACKAGES=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   librocksdb-dev libabsl-dev libspdlog-dev libfmt-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  etcd-client python3 curl
+  etcd-client python3 curl python3-prometheus-client
 )
 # Real etcd 3.4: the reference our behaviour is compared against (tests
 # record its outputs; bench/compare.sh runs it side by side).

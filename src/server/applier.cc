@@ -205,6 +205,8 @@ absl::Status ExecuteTxn(mvcc::Store::WriteTxn* txn, const TxnRequest& t,
                         etcdserverpb::TxnResponse* resp) {
   bool ok = path[(*path_pos)++];
   resp->set_succeeded(ok);
+  // etcd gives every txn response a header; a nested one stays empty.
+  resp->mutable_header();
   for (const auto& op : ok ? t.success() : t.failure()) {
     ETCDPP_RETURN_IF_ERROR(ExecuteOp(txn, op, path, path_pos, resp->add_responses()));
   }

@@ -40,7 +40,7 @@ constexpr FlagSpec kFlags[] = {
     {"listen-peer-urls", "http://localhost:2380", Kind::kString, Support::kSupported},
     {"listen-client-urls", "http://localhost:2379", Kind::kString, Support::kSupported},
     {"max-snapshots", "5", Kind::kInt, Support::kDefaultOnly},
-    {"max-wals", "5", Kind::kInt, Support::kDefaultOnly},
+    {"max-wals", "5", Kind::kInt, Support::kSupported},
     {"quota-backend-bytes", "0", Kind::kInt, Support::kSupported},
     {"backend-batch-interval", "", Kind::kString, Support::kDefaultOnly},
     {"backend-batch-limit", "0", Kind::kInt, Support::kDefaultOnly},
@@ -88,7 +88,7 @@ constexpr FlagSpec kFlags[] = {
     {"auth-token-ttl", "300", Kind::kInt, Support::kDefaultOnly},
     {"enable-pprof", "false", Kind::kBool, Support::kDefaultOnly},
     {"metrics", "basic", Kind::kString, Support::kDefaultOnly},
-    {"listen-metrics-urls", "", Kind::kString, Support::kDefaultOnly},
+    {"listen-metrics-urls", "", Kind::kString, Support::kSupported},
     {"logger", "capnslog", Kind::kString, Support::kSupported},
     {"log-outputs", "default", Kind::kString, Support::kSupported},
     {"log-level", "info", Kind::kString, Support::kSupported},
@@ -105,7 +105,7 @@ constexpr FlagSpec kFlags[] = {
     {"experimental-enable-lease-checkpoint", "false", Kind::kBool, Support::kDefaultOnly},
     {"experimental-compaction-batch-limit", "1000", Kind::kInt, Support::kSupported},
     {"experimental-peer-skip-client-san-verification", "false", Kind::kBool, Support::kDefaultOnly},
-    {"experimental-watch-progress-notify-interval", "10m", Kind::kDuration, Support::kDefaultOnly},
+    {"experimental-watch-progress-notify-interval", "10m", Kind::kDuration, Support::kSupported},
     {"experimental-warning-apply-duration", "100ms", Kind::kDuration, Support::kSupported},
     {"force-new-cluster", "false", Kind::kBool, Support::kDefaultOnly},
     {"debug", "false", Kind::kBool, Support::kSupported},
@@ -396,6 +396,10 @@ absl::StatusOr<ParseResult> ParseFlags(const std::vector<std::string>& args,
   if (c.data_dir.empty()) c.data_dir = c.name + ".etcd";
   ETCDPP_ASSIGN_OR_RETURN(c.listen_client_urls, ParseUrls(get("listen-client-urls")));
   ETCDPP_ASSIGN_OR_RETURN(c.advertise_client_urls, ParseUrls(get("advertise-client-urls")));
+  if (!get("listen-metrics-urls").empty()) {
+    ETCDPP_ASSIGN_OR_RETURN(c.listen_metrics_urls, ParseUrls(get("listen-metrics-urls")));
+  }
+  c.enable_grpc_gateway = get_bool("enable-grpc-gateway");
   ETCDPP_ASSIGN_OR_RETURN(c.listen_peer_urls, ParseUrls(get("listen-peer-urls")));
   ETCDPP_ASSIGN_OR_RETURN(c.initial_advertise_peer_urls,
                           ParseUrls(get("initial-advertise-peer-urls")));
@@ -436,6 +440,8 @@ absl::StatusOr<ParseResult> ParseFlags(const std::vector<std::string>& args,
         "--election-timeout[", c.election_ms, "ms] is too long, and should be set less than 50000ms"));
   }
   c.snapshot_count = static_cast<uint64_t>(ToInt(get("snapshot-count")));
+  c.max_wals = static_cast<int>(ToInt(get("max-wals")));
+  if (c.max_wals < 0) return absl::InvalidArgumentError("--max-wals must not be negative");
   c.max_request_bytes = ToInt(get("max-request-bytes"));
   c.max_txn_ops = ToInt(get("max-txn-ops"));
   c.quota_backend_bytes = ToInt(get("quota-backend-bytes"));
@@ -443,6 +449,9 @@ absl::StatusOr<ParseResult> ParseFlags(const std::vector<std::string>& args,
   c.grpc_keepalive_min_time_ms = *ParseDurationMs(get("grpc-keepalive-min-time"));
   c.grpc_keepalive_interval_ms = *ParseDurationMs(get("grpc-keepalive-interval"));
   c.grpc_keepalive_timeout_ms = *ParseDurationMs(get("grpc-keepalive-timeout"));
+  if (int64_t ms = *ParseDurationMs(get("experimental-watch-progress-notify-interval")); ms > 0) {
+    c.watch_progress_notify_interval_ms = std::max<int64_t>(ms, 100);
+  }
   c.log_level = get_bool("debug") ? "debug" : get("log-level");
   static const char* kLevels[] = {"debug", "info", "warn", "error", "panic", "fatal"};
   if (std::find(std::begin(kLevels), std::end(kLevels), c.log_level) == std::end(kLevels)) {

@@ -34,6 +34,10 @@ struct ServerConfig {
   std::string name = "default";
   std::string data_dir;
   std::vector<Url> listen_client_urls;
+  // Extra HTTP ports serving /metrics and /health only (--listen-metrics-urls).
+  std::vector<Url> listen_metrics_urls;
+  // The JSON gateway (/v3/...) on the client port (--enable-grpc-gateway).
+  bool enable_grpc_gateway = true;
   std::vector<Url> advertise_client_urls;
   std::vector<Url> listen_peer_urls;
   std::vector<Url> initial_advertise_peer_urls;
@@ -45,6 +49,7 @@ struct ServerConfig {
   int64_t heartbeat_ms = 100;
   int64_t election_ms = 1000;
   uint64_t snapshot_count = 100000;
+  int max_wals = 5;  // WAL segments kept beyond what snapshots cover; 0 = keep all
   int64_t max_request_bytes = 1572864;
   int64_t max_txn_ops = 128;
   int64_t quota_backend_bytes = 0;  // 0 = etcd's default (2 GiB)
@@ -52,6 +57,9 @@ struct ServerConfig {
   int64_t grpc_keepalive_min_time_ms = 5000;
   int64_t grpc_keepalive_interval_ms = 2 * 3600 * 1000;
   int64_t grpc_keepalive_timeout_ms = 20000;
+  // --experimental-watch-progress-notify-interval. As etcd: 0 keeps the
+  // default (10 min); below 100 ms is raised to 100 ms.
+  int64_t watch_progress_notify_interval_ms = 10 * 60 * 1000;
 
   std::string log_level = "info";
   std::string log_outputs = "default";

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
 
@@ -25,6 +26,9 @@ namespace etcdpp::server {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Store meta: the raft membership as of the applied index.
+constexpr char kMetaConfState[] = "raft_conf_state";
 
 std::shared_ptr<spdlog::logger> Log() {
   auto l = spdlog::get("etcdserver");
@@ -109,6 +113,17 @@ absl::StatusOr<std::unique_ptr<EtcdServer>> EtcdServer::Start(const ServerConfig
   std::unique_ptr<EtcdServer> s(new EtcdServer(config));
   ETCDPP_RETURN_IF_ERROR(s->Init());
   s->apply_thread_ = std::thread([p = s.get()] { p->ApplyLoop(); });
+  // Serve once there is a leader and what was committed before the start
+  // is applied (etcd announces readiness after it published itself through
+  // Raft). Bounded: a member of a cluster without quorum serves anyway and
+  // its requests wait for a leader.
+  auto give_up = std::chrono::steady_clock::now() +
+                 std::max(std::chrono::milliseconds(5000),
+                          std::chrono::milliseconds(10 * config.election_ms));
+  while (std::chrono::steady_clock::now() < give_up) {
+    if (s->raft_->lead() != 0 && s->applied_index_.load() >= s->raft_->commit_index()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
   return s;
 }
 
@@ -163,12 +178,7 @@ absl::Status EtcdServer::Init() {
     identity["name"] = config_.name;
     identity["peer_urls"] = absl::StrJoin(it->second, ",");
   }
-  // Like a single etcd member, every start is a new election: term + 1
-  // (the first start elects itself at term 2).
-  uint64_t last_term = 1;
-  if (identity.count("term")) (void)absl::SimpleAtoi(identity["term"], &last_term);
-  term_ = last_term + 1;
-  identity["term"] = absl::StrCat(term_);
+  identity.erase("term");  // written by etcdpp 0.1 before Raft kept the term
   ETCDPP_RETURN_IF_ERROR(WriteIdentity(identity_path, identity));
 
   self_.id = member_id_;
@@ -187,98 +197,206 @@ absl::Status EtcdServer::Init() {
   }
   store_ = std::move(*store);
   applier_ = std::make_unique<Applier>(store_.get(), [](int64_t) { return false; });
+  mvcc::WatchHubOptions watch_opts;
+  watch_opts.progress_notify_interval_ms = config_.watch_progress_notify_interval_ms;
+  watch_opts.fragment_bytes = config_.max_request_bytes + 512 * 1024;  // etcd's grpcOverheadBytes
+  watch_hub_ = std::make_unique<mvcc::WatchHub>(mvcc::MakeStoreHistory(store_.get()),
+                                                store_->CurrentRevision(),
+                                                SystemClock::Default(), watch_opts);
+  watch_hub_->Start();
   applied_index_ = store_->ConsistentIndex();
+  last_log_compaction_ = applied_index_;
   durable_rev_ = store_->CurrentRevision();
   db_size_bytes_ = store_->SizeBytes();
   Log()->info("recovered store: revision {}, compacted revision {}, applied index {}",
               store_->CurrentRevision(), store_->CompactedRevision(), applied_index_.load());
+
+  // Raft does not replay conf changes at or below the applied index: the
+  // membership as of that index was recorded beside it.
+  ETCDPP_ASSIGN_OR_RETURN(std::optional<std::string> cs, store_->GetMeta(kMetaConfState));
+  if (cs && !conf_state_.ParseFromString(*cs)) {
+    return absl::DataLossError(absl::StrCat("corrupt raft membership in the store at ", opts.path));
+  }
+  id_gen_ = std::make_unique<IdGenerator>(
+      member_id_, std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count());
+  RaftNode::Options ro;
+  ro.id = member_id_;
+  ro.wal_dir = member_dir + "/wal";
+  ro.wal_metadata = absl::StrCat("member_id=", IdToHex(member_id_), " cluster_id=",
+                                 IdToHex(cluster_id_));
+  ro.bootstrap_voters = {member_id_};
+  ro.applied_index = applied_index_.load();
+  ro.applied_conf_state = conf_state_;
+  ro.tick_interval = std::chrono::milliseconds(config_.heartbeat_ms);
+  ro.election_ticks = static_cast<int>(config_.election_ms / config_.heartbeat_ms);
+  ro.clock = SystemClock::Default();
+  ro.wal_options.max_wals = config_.max_wals;
+  ro.on_committed = [this](std::vector<raftpb::Entry> entries) {
+    absl::MutexLock l(&mu_);
+    for (auto& e : entries) committed_.push_back(std::move(e));
+  };
+  auto raft = RaftNode::Start(std::move(ro));
+  if (!raft.ok()) {
+    return absl::Status(raft.status().code(),
+                        absl::StrCat("starting raft: ", raft.status().message()));
+  }
+  raft_ = std::move(*raft);
   return absl::OkStatus();
 }
 
 EtcdServer::~EtcdServer() { Stop(); }
 
 void EtcdServer::Stop() {
-  std::deque<Pending> dropped;
   {
     absl::MutexLock l(&mu_);
-    if (stopping_ && !apply_thread_.joinable()) return;
+    if (stopping_ && !apply_thread_.joinable() && !raft_) return;
     stopping_ = true;
   }
+  // The apply loop finishes what is already committed (it may still need the
+  // node loop for a conf change), then the node loop stops and closes the WAL.
   if (apply_thread_.joinable()) apply_thread_.join();
-  {
-    absl::MutexLock l(&mu_);
-    dropped.swap(queue_);
+  if (raft_) {
+    raft_->Stop();
+    raft_.reset();
   }
-  for (auto& p : dropped) {
+  if (watch_hub_) watch_hub_->Stop();
+  FailAllWaiters(EtcdError(kErrStopped));
+}
+
+EtcdServer::Done EtcdServer::TakeWaiter(uint64_t id) {
+  absl::MutexLock l(&wait_mu_);
+  auto it = waiters_.find(id);
+  if (it == waiters_.end()) return nullptr;
+  Done d = std::move(it->second);
+  waiters_.erase(it);
+  return d;
+}
+
+void EtcdServer::FailAllWaiters(absl::Status status) {
+  absl::flat_hash_map<uint64_t, Done> waiters;
+  {
+    absl::MutexLock l(&wait_mu_);
+    waiters.swap(waiters_);
+  }
+  for (auto& [id, done] : waiters) {
     ApplyResult r;
-    r.status = EtcdError(kErrStopped);
-    p.done(std::move(r));
+    r.status = status;
+    done(std::move(r));
   }
 }
 
 void EtcdServer::Propose(internalpb::InternalRequest req, Done done) {
-  req.set_id(++next_request_id_);
-  if (static_cast<int64_t>(req.ByteSizeLong()) > config_.max_request_bytes) {
+  const uint64_t id = id_gen_->Next();
+  req.set_id(id);
+  auto fail = [&done](absl::string_view err) {
     ApplyResult r;
-    r.status = EtcdError(kErrRequestTooLarge);
+    r.status = EtcdError(err);
     done(std::move(r));
-    return;
-  }
+  };
+  std::string data = req.SerializeAsString();
+  if (static_cast<int64_t>(data.size()) > config_.max_request_bytes) return fail(kErrRequestTooLarge);
   {
     absl::MutexLock l(&mu_);
-    if (!stopping_) {
-      queue_.push_back(Pending{std::move(req), std::move(done)});
-      return;
-    }
+    if (stopping_) return fail(kErrStopped);
   }
-  ApplyResult r;
-  r.status = EtcdError(kErrStopped);
-  done(std::move(r));
+  {
+    absl::MutexLock l(&wait_mu_);
+    waiters_.emplace(id, std::move(done));
+  }
+  raft_->Propose(std::move(data), [this, id](absl::Status) {
+    // Raft had no leader to take it (or a leader transfer is under way).
+    if (Done d = TakeWaiter(id)) {
+      ApplyResult r;
+      r.status = EtcdError(kErrNoLeader);
+      d(std::move(r));
+    }
+  });
+}
+
+void EtcdServer::ApplyConfChangeEntry(const raftpb::Entry& e) {
+  raftpb::ConfChange cc;
+  ETCDPP_CHECK(cc.ParseFromString(e.data()));  // committed data that does not parse is a bug
+  conf_state_ = raft_->ApplyConfChange(cc);
+  auto txn = store_->BeginWrite();
+  txn->SetMeta(kMetaConfState, conf_state_.SerializeAsString());
+  ETCDPP_CHECK_OK(txn->Commit(e.index()).status());
 }
 
 void EtcdServer::ApplyLoop() {
   for (;;) {
-    std::deque<Pending> batch;
+    std::deque<raftpb::Entry> batch;
     {
       absl::MutexLock l(&mu_);
       mu_.Await(absl::Condition(
           +[](EtcdServer* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
-            return s->stopping_ || !s->queue_.empty();
+            return s->stopping_ || !s->committed_.empty();
           },
           this));
-      // Drain what was queued before the stop; later ones fail in Stop().
-      if (queue_.empty()) return;
-      batch.swap(queue_);
+      // Apply what was committed before the stop; the rest replays from the
+      // WAL at the next start.
+      if (committed_.empty()) return;
+      batch.swap(committed_);
     }
     std::vector<std::pair<Done, ApplyResult>> finished;
     std::vector<std::shared_ptr<CompactionWaiter>> compactions;
-    finished.reserve(batch.size());
-    for (Pending& p : batch) {
-      uint64_t index = applied_index_.load() + 1;
+    std::vector<mvccpb::Event> watch_events;
+    for (raftpb::Entry& e : batch) {
+      const uint64_t index = e.index();
+      if (index <= applied_index_.load()) continue;  // applied before a restart
+      if (e.type() == raftpb::EntryConfChange) {
+        ApplyConfChangeEntry(e);
+        applied_index_ = index;
+        continue;
+      }
+      if (e.data().empty()) {
+        // A new leader's empty entry: only its index is recorded.
+        ETCDPP_CHECK_OK(store_->BeginWrite()->Commit(index).status());
+        applied_index_ = index;
+        continue;
+      }
+      internalpb::InternalRequest req;
+      ETCDPP_CHECK(req.ParseFromString(e.data()));
+      // Proposed here and still waited for? (After a restart, or for a
+      // request another member proposed, nobody waits.)
+      Done done = TakeWaiter(req.id());
       std::shared_ptr<CompactionWaiter> waiter;
       std::function<void()> on_compacted;
-      if (p.req.has_compaction() && p.req.compaction().physical()) {
+      if (done && req.has_compaction() && req.compaction().physical()) {
         waiter = std::make_shared<CompactionWaiter>();
         on_compacted = [waiter] { waiter->Arrive(); };
       }
-      ApplyResult r = p.req.has_alarm() ? ApplyAlarm(p.req.alarm())
-                                         : applier_->Apply(p.req, index, on_compacted);
+      ApplyResult r = req.has_alarm() ? ApplyAlarm(req.alarm())
+                                      : applier_->Apply(req, index, on_compacted);
       applied_index_ = index;
+      std::move(r.events.begin(), r.events.end(), std::back_inserter(watch_events));
+      r.events.clear();
+      if (!done) continue;
       if (waiter && r.status.ok()) {
         waiter->result = std::move(r);
-        waiter->done = std::move(p.done);
+        waiter->done = std::move(done);
         compactions.push_back(std::move(waiter));
       } else {
-        finished.emplace_back(std::move(p.done), std::move(r));
+        finished.emplace_back(std::move(done), std::move(r));
       }
     }
-    // Group commit: one fsync makes the whole batch durable. A failed fsync
-    // leaves us unable to tell what is on disk: stop rather than guess.
-    ETCDPP_CHECK_OK(store_->Sync());
     durable_rev_ = store_->CurrentRevision();
+    // Watchers see a batch once it is applied; OnApplied only queues.
+    watch_hub_->OnApplied(std::move(watch_events), durable_rev_.load());
     db_size_bytes_.store(store_->SizeBytes(), std::memory_order_relaxed);
     for (auto& [done, result] : finished) done(std::move(result));
     for (auto& w : compactions) w->Arrive();
+
+    // Every --snapshot-count entries: make the store durable up to here and
+    // let the node loop drop the log and the WAL segments this covers, so
+    // neither memory nor restart time grows with the history.
+    const uint64_t applied = applied_index_.load();
+    if (applied - last_log_compaction_ >= config_.snapshot_count) {
+      ETCDPP_CHECK_OK(store_->Sync());
+      raft_->CompactLog(applied, conf_state_);
+      last_log_compaction_ = applied;
+    }
   }
 }
 
@@ -290,7 +408,7 @@ absl::Status EtcdServer::Range(const etcdserverpb::RangeRequest& r,
 void EtcdServer::FillHeader(etcdserverpb::ResponseHeader* h, bool with_revision) const {
   h->set_cluster_id(cluster_id_);
   h->set_member_id(member_id_);
-  h->set_raft_term(term_);
+  h->set_raft_term(raft_ ? raft_->term() : 0);
   if (with_revision && h->revision() == 0) h->set_revision(durable_rev_.load());
 }
 
@@ -362,9 +480,9 @@ void EtcdServer::FillStatus(etcdserverpb::StatusResponse* resp) const {
   resp->set_version(kEtcdApiVersion);
   resp->set_dbsize(store_->SizeBytes());
   resp->set_dbsizeinuse(store_->SizeInUseBytes());
-  resp->set_leader(member_id_);
-  resp->set_raftindex(applied_index_.load());
-  resp->set_raftterm(term_);
+  resp->set_leader(raft_ ? raft_->lead() : 0);
+  resp->set_raftindex(raft_ ? raft_->commit_index() : 0);
+  resp->set_raftterm(raft_ ? raft_->term() : 0);
   resp->set_raftappliedindex(applied_index_.load());
   resp->set_islearner(false);
   // etcd lists each alarm in its protobuf text form, e.g.

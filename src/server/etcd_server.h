@@ -1,16 +1,17 @@
 // EtcdServer: the member's state machine side — identity, the MVCC store,
-// the applier and the apply loop — behind the gRPC services.
+// the applier, the watch hub and the apply loop — behind the gRPC services.
 //
-// Write path today (single member, before Raft is wired in): Propose() puts
-// the request on the apply queue; the apply loop drains everything queued,
-// applies each request as one WriteBatch recording its index, makes the
-// batch durable with ONE Store::Sync() (group commit), and only then runs the
-// callbacks. When Raft lands, Propose() hands the request to the raft loop
-// and the apply loop is fed committed entries instead; nothing else changes.
+// Write path: Propose() registers a waiter under a unique request ID and
+// hands the serialized request to the Raft node loop (server/raft_node.h),
+// which persists it in the WAL (one fsync per batch: group commit),
+// replicates it and commits it. Committed entries come back, in index order,
+// to the apply loop, which applies each as one MVCC WriteBatch recording its
+// index (so a replay after a crash skips what was applied), then wakes the
+// waiter. The WAL is the durability point: RocksDB is not fsynced per batch;
+// after a crash the WAL replays whatever RocksDB lost.
 //
-// Reads never go through the queue: they read the store at the newest
-// durable revision, so a read never observes a write that could still be
-// lost in a crash.
+// Reads never go through Raft on a single member: applied state is
+// committed, so reading it is linearizable. (Clusters will use ReadIndex.)
 #pragma once
 
 #include <atomic>
@@ -23,14 +24,18 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/file_lock.h"
 #include "internal.pb.h"
 #include "mvcc/store.h"
+#include "mvcc/watch.h"
 #include "rpc.pb.h"
 #include "server/applier.h"
 #include "server/config.h"
+#include "server/ids.h"
+#include "server/raft_node.h"
 
 namespace etcdpp::server {
 
@@ -58,8 +63,9 @@ class EtcdServer {
   static absl::StatusOr<std::unique_ptr<EtcdServer>> Start(const ServerConfig& config);
   ~EtcdServer();
 
-  // Validated request → apply loop. `done` runs on the apply thread once the
-  // result is durable (or fails with etcd's error). Thread-safe.
+  // Validated request → Raft. `done` runs on the apply thread once the
+  // request is committed and applied (or fails with etcd's error, e.g. when
+  // no leader can take it). Thread-safe.
   void Propose(internalpb::InternalRequest req, Done done);
 
   // Serves a Range on the local store (serializable and, on a single member
@@ -78,7 +84,12 @@ class EtcdServer {
   void RaiseNoSpace();
 
   void FillStatus(etcdserverpb::StatusResponse* resp) const;
+  absl::StatusOr<mvcc::HashKVResult> HashKV(int64_t rev) const { return store_->HashKV(rev); }
   std::vector<MemberInfo> Members() const;
+
+  // The member's watch manager, fed by the apply loop after each durable
+  // batch. Owned; lives until the server is destroyed.
+  mvcc::WatchHub* watch_hub() const { return watch_hub_.get(); }
 
   uint64_t member_id() const { return member_id_; }
   uint64_t cluster_id() const { return cluster_id_; }
@@ -87,41 +98,47 @@ class EtcdServer {
   // every write; asking RocksDB each time would cost 8 property reads).
   int64_t DbSizeBytes() const { return db_size_bytes_.load(std::memory_order_relaxed); }
 
-  // Stops accepting proposals, fails the queued ones with "server stopped",
-  // joins the apply loop. Idempotent.
+  // Stops accepting proposals, applies what is already committed, stops the
+  // node loop, fails the waiting requests with "server stopped". Idempotent.
   void Stop();
 
  private:
-  struct Pending {
-    internalpb::InternalRequest req;
-    Done done;
-  };
-
   explicit EtcdServer(const ServerConfig& config) : config_(config) {}
   absl::Status Init();
   void ApplyLoop();
+  // Applies one committed conf change entry and records the membership.
+  void ApplyConfChangeEntry(const raftpb::Entry& e);
+  Done TakeWaiter(uint64_t id);
+  void FailAllWaiters(absl::Status status);
   ApplyResult ApplyAlarm(const etcdserverpb::AlarmRequest& req);
 
   const ServerConfig config_;
   std::unique_ptr<FileLock> lock_;
   std::unique_ptr<mvcc::Store> store_;
   std::unique_ptr<Applier> applier_;
+  std::unique_ptr<mvcc::WatchHub> watch_hub_;
   uint64_t member_id_ = 0;
   uint64_t cluster_id_ = 0;
-  uint64_t term_ = 0;
   MemberInfo self_;
 
-  // The newest revision that is durable: what reads may expose.
+  // The newest applied (hence committed and durable) revision: what reads
+  // and watchers may see.
   std::atomic<int64_t> durable_rev_{1};
   std::atomic<uint64_t> applied_index_{0};
   std::atomic<int64_t> db_size_bytes_{0};
-  std::atomic<uint64_t> next_request_id_{0};
+  std::unique_ptr<IdGenerator> id_gen_;
+  std::unique_ptr<RaftNode> raft_;
+  raftpb::ConfState conf_state_;   // apply thread: membership as of applied_index_
+  uint64_t last_log_compaction_ = 0;  // apply thread
+
+  absl::Mutex wait_mu_;  // leaf lock
+  absl::flat_hash_map<uint64_t, Done> waiters_ ABSL_GUARDED_BY(wait_mu_);
 
   mutable absl::Mutex alarm_mu_;  // leaf lock
   std::vector<etcdserverpb::AlarmMember> alarms_ ABSL_GUARDED_BY(alarm_mu_);
 
   absl::Mutex mu_;  // guards the queue; never held while applying
-  std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<raftpb::Entry> committed_ ABSL_GUARDED_BY(mu_);  // to apply, in order
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread apply_thread_;
 };

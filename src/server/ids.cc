@@ -40,3 +40,23 @@ uint64_t ComputeClusterId(std::vector<uint64_t> member_ids) {
 std::string IdToHex(uint64_t id) { return absl::StrFormat("%x", id); }
 
 }  // namespace etcdpp::server
+
+namespace etcdpp::server {
+
+namespace {
+constexpr int kTimestampBits = 40;
+constexpr int kCounterBits = 8;
+constexpr int kSuffixBits = kTimestampBits + kCounterBits;
+constexpr uint64_t LowBits(uint64_t x, int n) { return x & ((uint64_t{1} << n) - 1); }
+}  // namespace
+
+IdGenerator::IdGenerator(uint64_t member_id, int64_t unix_ms)
+    : prefix_(LowBits(member_id, 16) << kSuffixBits),
+      suffix_(LowBits(static_cast<uint64_t>(unix_ms), kTimestampBits) << kCounterBits) {}
+
+uint64_t IdGenerator::Next() {
+  uint64_t suffix = suffix_.fetch_add(1) + 1;
+  return prefix_ | LowBits(suffix, kSuffixBits);
+}
+
+}  // namespace etcdpp::server

@@ -19,9 +19,13 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_join.h"
 #include "server/config.h"
 #include "server/etcd_server.h"
+#include "server/http/gateway.h"
+#include "server/http/listener.h"
+#include "server/http/metrics.h"
 #include "server/ids.h"
 #include "server/services.h"
 #include "spdlog/sinks/stdout_sinks.h"
@@ -144,12 +148,18 @@ int Run(int argc, char** argv) {
   auto server = EtcdServer::Start(config);
   if (!server.ok()) return Fail(std::string(server.status().message()));
 
-  grpc::ServerBuilder builder;
-  std::vector<int> ports(config.listen_client_urls.size(), 0);
-  for (size_t i = 0; i < config.listen_client_urls.size(); ++i) {
-    builder.AddListeningPort(config.listen_client_urls[i].HostPort(),
-                             grpc::InsecureServerCredentials(), &ports[i]);
+  // One port, two protocols (etcd's cmux): the listener accepts, peeks at
+  // the first bytes and hands HTTP/2 connections to gRPC, the rest to HTTP.
+  auto listener = http::ClientListener::Listen(config.listen_client_urls);
+  if (!listener.ok()) return Fail(std::string(listener.status().message()));
+  std::unique_ptr<http::ClientListener> metrics_listener;
+  if (!config.listen_metrics_urls.empty()) {
+    auto ml = http::ClientListener::Listen(config.listen_metrics_urls);
+    if (!ml.ok()) return Fail(std::string(ml.status().message()));
+    metrics_listener = std::move(*ml);
   }
+
+  grpc::ServerBuilder builder;
   // Never share a port silently with another process.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // etcd allows a request of max-request-bytes plus gRPC's overhead; the
@@ -165,16 +175,32 @@ int Run(int argc, char** argv) {
                              static_cast<int>(config.grpc_keepalive_timeout_ms));
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                              static_cast<int>(config.grpc_keepalive_min_time_ms));
+  // grpc_server_handled_total & co. and etcd's gRPC byte counters (/metrics).
+  builder.experimental().SetInterceptorCreators(http::MakeGrpcMetricsInterceptors());
   auto services = MakeClientServices(server->get());
   for (auto& s : services) builder.RegisterService(s.get());
   std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
   if (!grpc_server) return Fail("cannot start the gRPC server on the client URLs");
-  for (size_t i = 0; i < ports.size(); ++i) {
-    if (ports[i] == 0) {
-      return Fail(absl::StrCat("listen tcp ", config.listen_client_urls[i].HostPort(),
-                               ": cannot listen"));
-    }
+
+  // HTTP/1.1 on the client port: the JSON gateway (calling the services
+  // above through an in-process channel), /version, /health, /metrics.
+  http::HttpLimits http_limits;
+  // A JSON body carries the largest gRPC request base64-encoded.
+  http_limits.max_body_bytes = 2 * (config.max_request_bytes + kGrpcOverheadBytes) + (1 << 20);
+  http::HttpServer http_server(http_limits, /*max_connections=*/512);
+  std::unique_ptr<http::Gateway> gateway;
+  if (config.enable_grpc_gateway) {
+    grpc::ChannelArguments channel_args;
+    channel_args.SetMaxReceiveMessageSize(-1);
+    channel_args.SetMaxSendMessageSize(-1);
+    gateway = std::make_unique<http::Gateway>(grpc_server->InProcessChannel(channel_args));
+    gateway->Install(&http_server);
   }
+  http::InstallEndpoints(&http_server, server->get(), /*metrics_only=*/false);
+  http::HttpServer metrics_http(http_limits, /*max_connections=*/64);
+  http::InstallEndpoints(&metrics_http, server->get(), /*metrics_only=*/true);
+  (*listener)->Start(grpc_server.get(), &http_server);
+  if (metrics_listener) metrics_listener->Start(nullptr, &metrics_http);
   auto etcdserver_log = spdlog::get("etcdserver");
   etcdserver_log->info("published {{Name:{} ClientURLs:[{}]}} to cluster {}", config.name,
                        absl::StrJoin(adv, " "), IdToHex((*server)->cluster_id()));
@@ -183,10 +209,18 @@ int Run(int argc, char** argv) {
     embed->info("serving insecure client requests on {}, this is strongly discouraged!",
                 u.HostPort());
   }
+  for (const auto& u : config.listen_metrics_urls) {
+    embed->info("listening for metrics on {}", u.original);
+  }
 
   int sig = 0;
   sigwait(&signals, &sig);
   log->info("received {} signal, shutting down...", sig == SIGINT ? "interrupt" : "terminated");
+  // Close the listeners, end the HTTP connections, then stop gRPC.
+  (*listener)->Stop();
+  if (metrics_listener) metrics_listener->Stop();
+  http_server.Stop();
+  metrics_http.Stop();
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   (*server)->Stop();
   grpc_server->Wait();
@@ -198,4 +232,9 @@ int Run(int argc, char** argv) {
 }  // namespace
 }  // namespace etcdpp::server
 
-int main(int argc, char** argv) { return etcdpp::server::Run(argc, argv); }
+int main(int argc, char** argv) {
+  // Debian's Abseil is built with mutex deadlock detection on; it costs ~3%
+  // of CPU on the write and watch paths (measured, bench/RESULTS.md).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  return etcdpp::server::Run(argc, argv);
+}

@@ -62,10 +62,25 @@ absl::Status RaftNode::Init() {
     ETCDPP_ASSIGN_OR_RETURN(
         wal_, wal::Wal::Create(options_.wal_dir, options_.wal_metadata, options_.wal_options));
   } else {
-    // No log compaction yet: the log starts at the beginning.
-    ETCDPP_ASSIGN_OR_RETURN(wal_,
-                            wal::Wal::Open(options_.wal_dir, wal::SnapshotMarker{}, options_.wal_options));
+    // Start from the newest snapshot marker the state machine has covered
+    // (it made everything up to the marker durable before the marker was
+    // written, so its applied index is at least the marker's).
+    ETCDPP_ASSIGN_OR_RETURN(std::vector<wal::SnapshotMarker> markers,
+                            wal::Wal::ReadSnapshotMarkers(options_.wal_dir));
+    wal::SnapshotMarker from;
+    for (const wal::SnapshotMarker& m : markers) {
+      if (m.index <= options_.applied_index && m.index >= from.index) from = m;
+    }
+    ETCDPP_ASSIGN_OR_RETURN(wal_, wal::Wal::Open(options_.wal_dir, from, options_.wal_options));
     ETCDPP_ASSIGN_OR_RETURN(wal::ReadResult rr, wal_->ReadAll());
+    if (from.index > 0) {
+      raftpb::Snapshot snap;
+      snap.mutable_metadata()->set_index(from.index);
+      snap.mutable_metadata()->set_term(from.term);
+      *snap.mutable_metadata()->mutable_conf_state() = options_.applied_conf_state;
+      ETCDPP_RETURN_IF_ERROR(storage_.ApplySnapshot(snap));
+      snapshot_index_ = from.index;
+    }
     if (rr.metadata != options_.wal_metadata) {
       return absl::FailedPreconditionError(absl::StrCat(
           "the WAL in ", options_.wal_dir, " belongs to another member or cluster"));
@@ -75,6 +90,8 @@ absl::Status RaftNode::Init() {
     hs.set_vote(rr.hard_state.vote);
     hs.set_commit(rr.hard_state.commit);
     storage_.SetHardState(hs);
+    term_ = hs.term();
+    commit_ = hs.commit();
     std::vector<raftpb::Entry> entries;
     entries.reserve(rr.entries.size());
     for (const wal::Entry& e : rr.entries) {
@@ -155,6 +172,25 @@ void RaftNode::Step(raftpb::Message m) {
 
 void RaftNode::ReadIndex(std::string ctx) {
   Enqueue([ctx = std::move(ctx)](raft::RawNode& n) mutable { n.ReadIndex(std::move(ctx)); });
+}
+
+void RaftNode::CompactLog(uint64_t index, raftpb::ConfState cs) {
+  Enqueue([this, index, cs = std::move(cs)](raft::RawNode&) {
+    if (index <= snapshot_index_) return;
+    auto term = storage_.Term(index);
+    if (!term.ok()) return;  // not in the log (yet): try next time
+    auto snap = storage_.CreateSnapshot(index, cs, "");
+    if (!snap.ok()) return;
+    uint64_t first = storage_.FirstIndex().value_or(0);
+    if (index > options_.catch_up_entries && index - options_.catch_up_entries > first) {
+      ETCDPP_CHECK_OK(storage_.Compact(index - options_.catch_up_entries));
+    }
+    ETCDPP_CHECK_OK(wal_->SaveSnapshot(wal::SnapshotMarker{index, *term}));
+    ETCDPP_CHECK_OK(wal_->ReleaseTo(index));
+    snapshot_index_ = index;
+    auto log = spdlog::get("etcdserver");
+    if (log) log->info("compacted raft log at index {} (term {})", index, *term);
+  });
 }
 
 raftpb::ConfState RaftNode::ApplyConfChange(const raftpb::ConfChange& cc) {

@@ -58,6 +58,10 @@ class RaftNode {
     Clock* clock = nullptr;                  // not owned; required
     RaftTransport* transport = nullptr;      // not owned; null for one member
     wal::Options wal_options;
+    // After a log compaction at index i, the entries from i - this on stay
+    // in memory so a slow follower can still catch up from the log (etcd's
+    // snapshotCatchUpEntries).
+    uint64_t catch_up_entries = 5000;
     // Node thread: committed entries, in index order, once durable here.
     // Must not block: queue them for the apply loop.
     std::function<void(std::vector<raftpb::Entry>)> on_committed;
@@ -78,6 +82,12 @@ class RaftNode {
   void Propose(std::string data, std::function<void(absl::Status)> on_dropped);
   void Step(raftpb::Message m);
   void ReadIndex(std::string ctx);
+  // Log compaction. The state machine has applied `index`, made it
+  // durable, and its membership there is `cs`: record a snapshot marker in
+  // the WAL, drop the in-memory log up to index - catch_up_entries, and
+  // release the WAL segments the marker covers. Thread-safe (queued).
+  void CompactLog(uint64_t index, raftpb::ConfState cs);
+
   // The apply loop calls this for each committed conf change, in order, and
   // gets the membership after it. Blocks until the node thread applied it.
   raftpb::ConfState ApplyConfChange(const raftpb::ConfChange& cc);
@@ -105,6 +115,7 @@ class RaftNode {
   std::unique_ptr<wal::Wal> wal_;
   std::unique_ptr<raft::RawNode> node_;
   bool campaign_at_start_ = false;
+  uint64_t snapshot_index_ = 0;  // node thread
 
   std::atomic<uint64_t> lead_{0};
   std::atomic<uint64_t> term_{0};

@@ -4,6 +4,7 @@
 #include "rpc.grpc.pb.h"
 #include "server/errors.h"
 #include "server/validate.h"
+#include "server/watch_service.h"
 
 namespace etcdpp::server {
 namespace {
@@ -50,95 +51,70 @@ class KvService final : public etcdserverpb::KV::CallbackService {
 
   ServerUnaryReactor* Put(CallbackServerContext* ctx, const etcdserverpb::PutRequest* req,
                           etcdserverpb::PutResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    if (grpc::Status big = CheckMessageSize(*req); !big.ok()) {
-      reactor->Finish(big);
-      return reactor;
-    }
-    absl::Status st = CheckPutRequest(*req);
-    if (st.ok()) st = CheckQuota(PutCost(*req));
-    if (!st.ok()) {
-      reactor->Finish(ToGrpcStatus(st));
-      return reactor;
-    }
     internalpb::InternalRequest ir;
     *ir.mutable_put() = *req;
-    s_->Propose(std::move(ir), [this, reactor, resp](ApplyResult r) {
-      if (r.status.ok()) {
-        *resp = std::move(*r.op.mutable_response_put());
-        s_->FillHeader(resp->mutable_header());
-      }
-      reactor->Finish(ToGrpcStatus(r.status));
-    });
-    return reactor;
+    return Write(
+        ctx, *req, resp, std::move(ir),
+        [&] {
+          absl::Status st = CheckPutRequest(*req);
+          return st.ok() ? CheckQuota(PutCost(*req)) : st;
+        },
+        [](ApplyResult& r) { return std::move(*r.op.mutable_response_put()); });
   }
 
   ServerUnaryReactor* DeleteRange(CallbackServerContext* ctx,
                                   const etcdserverpb::DeleteRangeRequest* req,
                                   etcdserverpb::DeleteRangeResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    if (grpc::Status big = CheckMessageSize(*req); !big.ok()) {
-      reactor->Finish(big);
-      return reactor;
-    }
-    absl::Status st = CheckDeleteRequest(*req);
-    if (!st.ok()) {
-      reactor->Finish(ToGrpcStatus(st));
-      return reactor;
-    }
     internalpb::InternalRequest ir;
     *ir.mutable_delete_range() = *req;
-    s_->Propose(std::move(ir), [this, reactor, resp](ApplyResult r) {
-      if (r.status.ok()) {
-        *resp = std::move(*r.op.mutable_response_delete_range());
-        s_->FillHeader(resp->mutable_header());
-      }
-      reactor->Finish(ToGrpcStatus(r.status));
-    });
-    return reactor;
+    return Write(
+        ctx, *req, resp, std::move(ir), [&] { return CheckDeleteRequest(*req); },
+        [](ApplyResult& r) { return std::move(*r.op.mutable_response_delete_range()); });
   }
 
   ServerUnaryReactor* Txn(CallbackServerContext* ctx, const etcdserverpb::TxnRequest* req,
                           etcdserverpb::TxnResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    if (grpc::Status big = CheckMessageSize(*req); !big.ok()) {
-      reactor->Finish(big);
-      return reactor;
-    }
-    absl::Status st = CheckTxnRequest(*req, s_->config().max_txn_ops);
-    if (st.ok()) {
-      int64_t cost = TxnCost(*req);
-      if (cost > 0) st = CheckQuota(cost);
-    }
-    if (!st.ok()) {
-      reactor->Finish(ToGrpcStatus(st));
-      return reactor;
-    }
     internalpb::InternalRequest ir;
     *ir.mutable_txn() = *req;
-    s_->Propose(std::move(ir), [this, reactor, resp](ApplyResult r) {
-      if (r.status.ok()) {
-        *resp = std::move(*r.op.mutable_response_txn());
-        s_->FillHeader(resp->mutable_header());
-      }
-      reactor->Finish(ToGrpcStatus(r.status));
-    });
-    return reactor;
+    return Write(
+        ctx, *req, resp, std::move(ir),
+        [&] {
+          absl::Status st = CheckTxnRequest(*req, s_->config().max_txn_ops);
+          int64_t cost = st.ok() ? TxnCost(*req) : 0;
+          return cost > 0 ? CheckQuota(cost) : st;
+        },
+        [](ApplyResult& r) { return std::move(*r.op.mutable_response_txn()); });
   }
 
   ServerUnaryReactor* Compact(CallbackServerContext* ctx,
                               const etcdserverpb::CompactionRequest* req,
                               etcdserverpb::CompactionResponse* resp) override {
+    internalpb::InternalRequest ir;
+    *ir.mutable_compaction() = *req;
+    return Write(
+        ctx, *req, resp, std::move(ir), [] { return absl::OkStatus(); },
+        [](ApplyResult& r) { return std::move(r.compaction); });
+  }
+
+ private:
+  // The shape of every write: etcd's size limit, then `check` (run only if
+  // the size is fine: the quota check may raise an alarm), then Raft; the
+  // call finishes with the response `take` moves out of the apply result.
+  template <typename Req, typename Resp, typename Check, typename Take>
+  ServerUnaryReactor* Write(CallbackServerContext* ctx, const Req& req, Resp* resp,
+                            internalpb::InternalRequest ir, Check check, Take take) {
     auto* reactor = ctx->DefaultReactor();
-    if (grpc::Status big = CheckMessageSize(*req); !big.ok()) {
+    if (grpc::Status big = CheckMessageSize(req); !big.ok()) {
       reactor->Finish(big);
       return reactor;
     }
-    internalpb::InternalRequest ir;
-    *ir.mutable_compaction() = *req;
-    s_->Propose(std::move(ir), [this, reactor, resp](ApplyResult r) {
+    if (absl::Status st = check(); !st.ok()) {
+      reactor->Finish(ToGrpcStatus(st));
+      return reactor;
+    }
+    s_->Propose(std::move(ir), [this, reactor, resp, take](ApplyResult r) {
       if (r.status.ok()) {
-        *resp = std::move(r.compaction);
+        *resp = take(r);
         s_->FillHeader(resp->mutable_header());
       }
       reactor->Finish(ToGrpcStatus(r.status));
@@ -146,7 +122,6 @@ class KvService final : public etcdserverpb::KV::CallbackService {
     return reactor;
   }
 
- private:
   // gRPC's own receive limit is set well above etcd's (max-request-bytes +
   // 512 KiB) so that this check answers first, with grpc-go's text, which
   // clients and scripts see from etcd.
@@ -188,29 +163,40 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
   ServerUnaryReactor* Alarm(CallbackServerContext* ctx, const etcdserverpb::AlarmRequest* req,
                             etcdserverpb::AlarmResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
+    // etcd answers alarm requests without a header.
     if (req->action() == etcdserverpb::AlarmRequest::GET) {
       for (const auto& m : s_->Alarms()) *resp->add_alarms() = m;
-      s_->FillHeader(resp->mutable_header());
       reactor->Finish(grpc::Status::OK);
       return reactor;
     }
     internalpb::InternalRequest ir;
     *ir.mutable_alarm() = *req;
     s_->Propose(std::move(ir), [this, reactor, resp](ApplyResult r) {
-      if (r.status.ok()) {
-        *resp = std::move(r.alarm);
-        s_->FillHeader(resp->mutable_header());
-      }
+      if (r.status.ok()) *resp = std::move(r.alarm);
       reactor->Finish(ToGrpcStatus(r.status));
     });
     return reactor;
   }
 
+  ServerUnaryReactor* HashKV(CallbackServerContext* ctx, const etcdserverpb::HashKVRequest* req,
+                             etcdserverpb::HashKVResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    auto h = s_->HashKV(req->revision());
+    if (h.ok()) {
+      resp->mutable_header()->set_revision(h->revision);
+      resp->set_hash(h->hash);
+      resp->set_compact_revision(h->compact_revision);
+      s_->FillHeader(resp->mutable_header());
+    }
+    reactor->Finish(ToGrpcStatus(h.status()));
+    return reactor;
+  }
+
   // Space comes back online as RocksDB compacts; there is nothing to stop
-  // the world for, so defragment succeeds at once (etcd's answer).
+  // the world for, so defragment succeeds at once (etcd's answer, which
+  // carries no header).
   ServerUnaryReactor* Defragment(CallbackServerContext* ctx, const etcdserverpb::DefragmentRequest*,
                                  etcdserverpb::DefragmentResponse* resp) override {
-    s_->FillHeader(resp->mutable_header());
     auto* reactor = ctx->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
     return reactor;
@@ -251,6 +237,7 @@ std::vector<std::unique_ptr<grpc::Service>> MakeClientServices(EtcdServer* serve
   out.push_back(std::make_unique<KvService>(server));
   out.push_back(std::make_unique<MaintenanceService>(server));
   out.push_back(std::make_unique<ClusterService>(server));
+  out.push_back(MakeWatchService(server));
   return out;
 }
 

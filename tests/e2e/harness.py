@@ -186,6 +186,87 @@ def run_etcdctl(endpoint, args, stdin=None, etcdctl_path=None,
                       -9)
 
 
+class Background:
+    """A background etcdctl (e.g. `watch`) whose output is collected while
+    other commands run. stdin is a pipe (for `watch -i`). Output is read by
+    threads so the child never blocks on a full pipe."""
+
+    def __init__(self, endpoint, args, etcdctl_path=None, command_timeout="5s"):
+        import threading
+        etcdctl_path = etcdctl_path or find_etcdctl()
+        self.argv = [etcdctl_path, "--endpoints=" + endpoint,
+                     "--command-timeout=" + command_timeout] + list(args)
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=_etcdctl_env(), start_new_session=True)
+        self._lock = threading.Lock()
+        self._out = {"stdout": b"", "stderr": b""}
+        self._threads = [threading.Thread(target=self._pump, args=(self.proc.stdout, "stdout"),
+                                          daemon=True),
+                         threading.Thread(target=self._pump, args=(self.proc.stderr, "stderr"),
+                                          daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _pump(self, f, name):
+        while True:
+            b = f.read1(65536) if hasattr(f, "read1") else f.read(1)
+            if not b:
+                return
+            with self._lock:
+                self._out[name] += b
+
+    def write(self, line):
+        try:
+            self.proc.stdin.write((line + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def lines(self, name="stdout"):
+        with self._lock:
+            return self._out[name].decode(errors="replace").count("\n")
+
+    def wait_lines(self, n, timeout_s=10.0):
+        """Waits until stdout+stderr hold n lines (or the child exits)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.lines("stdout") + self.lines("stderr") >= n:
+                return True
+            if self.proc.poll() is not None:
+                for t in self._threads:
+                    t.join(1)
+                return self.lines("stdout") + self.lines("stderr") >= n
+            time.sleep(0.02)
+        return False
+
+    def wait_exit(self, timeout_s=10.0):
+        try:
+            self.proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def stop(self):
+        """SIGKILLs the child if still running; returns a Result."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+        for t in self._threads:
+            t.join(5)
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        with self._lock:
+            out = self._out["stdout"].decode(errors="replace")
+            err = self._out["stderr"].decode(errors="replace")
+        return Result(self.argv, None, out, err, self.proc.returncode)
+
+
 # --------------------------------------------------------------------------
 # the server process
 
@@ -398,6 +479,10 @@ class Server:
         return False
 
     # -- clients ---------------------------------------------------------------
+
+    def etcdctl_background(self, args, command_timeout="5s"):
+        return Background(self.endpoint, args, etcdctl_path=self.etcdctl_path,
+                          command_timeout=command_timeout)
 
     def etcdctl(self, args, stdin=None, command_timeout="5s"):
         return run_etcdctl(self.endpoint, args, stdin=stdin,

@@ -28,6 +28,15 @@ Scenario format (tests/e2e/scenarios/<name>.txt), one item per line:
   #stop             SIGTERM the server (SIGKILL after 10 s).
   #start            start it again on the same data dir and ports; waits until ready.
   #restart          #stop then #start.
+  #bg: watch --rev=2 foo
+                    start etcdctl in the background (one at a time; e.g. a watch),
+                    its stdin a pipe; its output is shown at #bg-stop.
+  #bg-input: progress
+                    write a line to the background etcdctl's stdin (watch -i).
+  #bg-wait: 3       wait (up to 10 s) until it has printed 3 lines (stdout +
+                    stderr): the sync point before the next step.
+  #bg-exit          wait (up to 10 s) until it exits by itself.
+  #bg-stop          SIGKILL it if still running; show its stdout, stderr, exit.
   put foo bar       anything else is an etcdctl command line (shlex-split; a
                     leading "etcdctl" is optional). The harness adds
                     --endpoints=<server> --command-timeout=5s in front.
@@ -71,7 +80,8 @@ import harness  # noqa: E402
 SCENARIO_DIR = os.path.join(HERE, "scenarios")
 GOLDEN_DIR = os.path.join(HERE, "golden")
 REFERENCE_VERSION = "3.4.23"
-DIRECTIVES = {"server-flags", "kill9", "stop", "start", "restart"}
+DIRECTIVES = {"server-flags", "kill9", "stop", "start", "restart",
+              "bg", "bg-input", "bg-wait", "bg-exit", "bg-stop"}
 MACRO = re.compile(r"\{\{(.+?)\*(\d+)\}\}")
 
 
@@ -109,7 +119,7 @@ def parse_scenario(path):
                                         % (path, lineno))
                 flags += shlex.split(arg or "")
             else:
-                steps.append(("dir", name))
+                steps.append(("dir", name, arg))
             continue
         stdin = shown_stdin = None
         m = re.search(r"\s<<(\w+)$", s)
@@ -162,6 +172,8 @@ def run_one(name, bin_path, etcdctl_path, keep):
                          etcdctl_path=etcdctl_path)
     out = []
     log_tail = None
+    bg = None
+    bg_shown = ""
     try:
         try:
             srv.start()
@@ -169,6 +181,30 @@ def run_one(name, bin_path, etcdctl_path, keep):
             return ["[harness: server failed to start: %s]" % str(e).split("\n")[0]], str(e)
         norm = harness.Normaliser(srv)
         for step in steps:
+            if step[0] == "dir" and step[1].startswith("bg"):
+                d, arg = step[1], step[2]
+                out.append("#" + d + (": " + arg if arg else ""))
+                if d == "bg":
+                    if bg is not None:
+                        bg.stop()
+                    bg = srv.etcdctl_background([expand(a) for a in shlex.split(arg or "")])
+                    bg_shown = arg or ""
+                elif bg is None:
+                    out.append("[harness: no background etcdctl]")
+                elif d == "bg-input":
+                    bg.write(expand(arg or ""))
+                elif d == "bg-wait":
+                    if not bg.wait_lines(int(arg)):
+                        out.append("[harness: bg-wait timed out]")
+                elif d == "bg-exit":
+                    if not bg.wait_exit():
+                        out.append("[harness: background etcdctl still running]")
+                elif d == "bg-stop":
+                    res = bg.stop()
+                    bg = None
+                    out.extend(render_result("(background) " + bg_shown, None, res, norm))
+                out.append("")
+                continue
             if step[0] == "dir":
                 d = step[1]
                 out.append("#" + d)
@@ -201,6 +237,8 @@ def run_one(name, bin_path, etcdctl_path, keep):
         if log_tail is None and srv.proc is not None and not srv.running():
             log_tail = srv.log_tail()
     finally:
+        if bg is not None:
+            bg.stop()
         if keep:
             print("  kept %s (server.log, data/)" % srv.workdir, file=sys.stderr)
         srv.close()

@@ -4,7 +4,10 @@
 // must be there with its value. Repeats for --rounds rounds on one data dir,
 // so recovery of a store that was itself recovered is covered too.
 //
-//   crash_durability_test --bin build/etcdpp [--rounds 5] [--seed N]
+//   crash_durability_test --bin build/etcdpp [--rounds 5] [--seed N] [--snapshot-count N]
+//
+// With a small --snapshot-count the server compacts its Raft log and
+// releases WAL segments often, so restarts start from snapshot markers.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -41,6 +44,8 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
+std::string g_snapshot_count;  // --snapshot-count passed to the server, if set
+
 pid_t StartServer(const std::string& bin, const std::string& dir, int port,
                   const std::string& log) {
   pid_t pid = fork();
@@ -48,8 +53,15 @@ pid_t StartServer(const std::string& bin, const std::string& dir, int port,
     std::string url = "http://127.0.0.1:" + std::to_string(port);
     FILE* f = freopen(log.c_str(), "a", stderr);
     (void)f;
-    execl(bin.c_str(), bin.c_str(), "--data-dir", dir.c_str(), "--listen-client-urls",
-          url.c_str(), "--advertise-client-urls", url.c_str(), nullptr);
+    std::vector<const char*> argv = {bin.c_str(), "--data-dir", dir.c_str(),
+                                     "--listen-client-urls", url.c_str(),
+                                     "--advertise-client-urls", url.c_str()};
+    if (!g_snapshot_count.empty()) {
+      argv.push_back("--snapshot-count");
+      argv.push_back(g_snapshot_count.c_str());
+    }
+    argv.push_back(nullptr);
+    execv(bin.c_str(), const_cast<char* const*>(argv.data()));
     _exit(127);
   }
   return pid;
@@ -83,6 +95,7 @@ int main(int argc, char** argv) {
     if (a == "--bin") bin = argv[i + 1];
     else if (a == "--rounds") rounds = atoi(argv[i + 1]);
     else if (a == "--seed") seed = strtoull(argv[i + 1], nullptr, 10);
+    else if (a == "--snapshot-count") g_snapshot_count = argv[i + 1];
   }
   if (bin.empty()) {
     fprintf(stderr, "usage: %s --bin PATH [--rounds N] [--seed N]\n", argv[0]);

@@ -22,3 +22,24 @@ TEST(IdsTest, PeerUrlOrderDoesNotMatter) {
 
 }  // namespace
 }  // namespace etcdpp::server
+
+namespace etcdpp::server {
+namespace {
+
+TEST(IdGeneratorTest, LayoutAndUniqueness) {
+  // Member 0x8e9e05c52164694d: low 16 bits 0x694d on top; 40-bit ms; counter.
+  IdGenerator gen(0x8e9e05c52164694dULL, 0x0123456789);
+  uint64_t a = gen.Next();
+  uint64_t b = gen.Next();
+  EXPECT_EQ(a >> 48, 0x694du);
+  EXPECT_EQ((a >> 8) & ((uint64_t{1} << 40) - 1), 0x0123456789u);
+  EXPECT_EQ(a & 0xff, 1u);
+  EXPECT_EQ(b, a + 1);
+  // A restart a millisecond later never reuses an ID handed out before it,
+  // as long as fewer than 256 were taken in that millisecond.
+  IdGenerator later(0x8e9e05c52164694dULL, 0x0123456789 + 1);
+  EXPECT_GT(later.Next(), b);
+}
+
+}  // namespace
+}  // namespace etcdpp::server
