@@ -374,6 +374,24 @@ def etcdctl_ok(srv, key, value):
     check(r.exit_code == 0 and r.stdout == value + "\n", "etcdctl get: %r" % r)
 
 
+def checks_stream_hangup(port):
+    """Clients that hang up in the middle of a stream (keepalive, watch) must
+    never disturb the server: each hang-up is followed by a normal request.
+    (A use-after-free in the gateway's stream teardown once aborted it.)"""
+    status, _, _ = request(port, "POST", "/v3/lease/grant", '{"TTL":"60","ID":"99"}')
+    lease_ok = status == 200
+    for i in range(40):
+        if lease_ok:
+            s = RawStream(port, "/v3/lease/keepalive", '{"ID":"99"}')
+            s.body_line()
+            s.close()
+        s = RawStream(port, "/v3/watch", '{"create_request":{"key":"aGFuZw=="}}', keep_open=True)
+        s.body_line()
+        s.close()
+        status, _, _ = request(port, "POST", "/v3/kv/range", '{"key":"aGFuZw=="}')
+        check(status == 200, "request %d after a stream hang-up: status %d" % (i, status))
+
+
 def checks_shared_port(srv, etcdpp):
     port = srv.client_port
     # Slow and idle clients: a half-sent HTTP head, a half-sent HTTP/2
@@ -576,6 +594,7 @@ def main():
             failures.append("group %s differs from etcd 3.4:\n%s" % (g, diff))
         for name, fn in (("keep-alive + chunked body", lambda: checks_keepalive_chunked(srv.client_port)),
                          ("metrics", lambda: checks_metrics(srv.client_port)),
+                         ("stream hang-ups", lambda: checks_stream_hangup(srv.client_port)),
                          ("shared port", lambda: checks_shared_port(srv, not is_etcd))):
             try:
                 fn()

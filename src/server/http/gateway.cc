@@ -667,6 +667,9 @@ bool Gateway::ServeStream(const Method& m, const HttpRequest& req, HttpConnectio
   grpc::ClientContext ctx;
   stub_.PrepareBidiStreamingCall(&ctx, m.grpc_method, grpc::StubOptions(), &call);
   call.AddHold();  // released by the body reader when it stops writing
+  // And one for the response loop below: it calls StartRead after each
+  // message, which is only allowed while OnDone cannot have run yet.
+  call.AddHold();
   call.StartRead(&call.in_);
   call.StartCall();
 
@@ -732,6 +735,8 @@ bool Gateway::ServeStream(const Method& m, const HttpRequest& req, HttpConnectio
       cancelled = true;
     }
   }
+  // No read is outstanding and none will start: OnDone may now come.
+  call.RemoveHold();
   // The server is done sending: stop the body reader, wait for the end.
   conn.CancelReads();
   reader.join();
