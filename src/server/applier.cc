@@ -159,8 +159,7 @@ void CompareToPath(mvcc::Store::WriteTxn* txn, const TxnRequest& t, std::vector<
 
 }  // namespace
 
-Applier::Applier(mvcc::Store* store, LeaseExists lease_exists)
-    : store_(store), lease_exists_(std::move(lease_exists)) {}
+Applier::Applier(mvcc::Store* store, lease::Lessor* lessor) : store_(store), lessor_(lessor) {}
 
 absl::Status Applier::Range(const RangeRequest& r, int64_t read_rev,
                             etcdserverpb::RangeResponse* resp) const {
@@ -181,6 +180,9 @@ ApplyResult Applier::Apply(const internalpb::InternalRequest& req, uint64_t inde
   if (req.has_delete_range()) return DeleteRange(req.delete_range(), index);
   if (req.has_txn()) return Txn(req.txn(), index);
   if (req.has_compaction()) return Compact(req.compaction(), index, std::move(on_compacted));
+  if (req.has_lease_grant()) return LeaseGrant(req.lease_grant(), index);
+  if (req.has_lease_revoke()) return LeaseRevoke(req.lease_revoke(), index);
+  if (req.has_lease_checkpoint()) return LeaseCheckpoint(req.lease_checkpoint(), index);
   ApplyResult result;
   if (req.has_range()) {
     // A range proposed through the log (etcd does this for some reads).
@@ -196,11 +198,11 @@ ApplyResult Applier::Apply(const internalpb::InternalRequest& req, uint64_t inde
 namespace {
 
 // Executes one op inside a write txn; `path` is consumed for nested txns.
-absl::Status ExecuteOp(mvcc::Store::WriteTxn* txn, const RequestOp& op,
+absl::Status ExecuteOp(mvcc::Store::WriteTxn* txn, lease::Lessor* lessor, const RequestOp& op,
                        const std::vector<bool>& path, size_t* path_pos,
                        etcdserverpb::ResponseOp* out);
 
-absl::Status ExecuteTxn(mvcc::Store::WriteTxn* txn, const TxnRequest& t,
+absl::Status ExecuteTxn(mvcc::Store::WriteTxn* txn, lease::Lessor* lessor, const TxnRequest& t,
                         const std::vector<bool>& path, size_t* path_pos,
                         etcdserverpb::TxnResponse* resp) {
   bool ok = path[(*path_pos)++];
@@ -208,13 +210,13 @@ absl::Status ExecuteTxn(mvcc::Store::WriteTxn* txn, const TxnRequest& t,
   // etcd gives every txn response a header; a nested one stays empty.
   resp->mutable_header();
   for (const auto& op : ok ? t.success() : t.failure()) {
-    ETCDPP_RETURN_IF_ERROR(ExecuteOp(txn, op, path, path_pos, resp->add_responses()));
+    ETCDPP_RETURN_IF_ERROR(ExecuteOp(txn, lessor, op, path, path_pos, resp->add_responses()));
   }
   return absl::OkStatus();
 }
 
-absl::Status ExecutePut(mvcc::Store::WriteTxn* txn, const etcdserverpb::PutRequest& p,
-                        etcdserverpb::PutResponse* resp) {
+absl::Status ExecutePut(mvcc::Store::WriteTxn* txn, lease::Lessor* lessor,
+                        const etcdserverpb::PutRequest& p, etcdserverpb::PutResponse* resp) {
   std::string value = p.value();
   int64_t lease = p.lease();
   if (p.ignore_value() || p.ignore_lease()) {
@@ -224,15 +226,26 @@ absl::Status ExecutePut(mvcc::Store::WriteTxn* txn, const etcdserverpb::PutReque
     if (p.ignore_lease()) lease = rr.kvs[0].lease();
   }
   ETCDPP_ASSIGN_OR_RETURN(std::optional<mvccpb::KeyValue> prev, txn->Put(p.key(), value, lease));
+  // The key follows its newest version: off its old lease, onto the new one.
+  if (lessor != nullptr) {
+    if (prev && prev->lease() != 0 && prev->lease() != lease) lessor->Detach(prev->lease(), p.key());
+    if (lease != 0) ETCDPP_RETURN_IF_ERROR(lessor->Attach(lease, p.key()));
+  }
   if (p.prev_kv() && prev) *resp->mutable_prev_kv() = std::move(*prev);
   resp->mutable_header()->set_revision(txn->Revision());
   return absl::OkStatus();
 }
 
-absl::Status ExecuteDelete(mvcc::Store::WriteTxn* txn, const etcdserverpb::DeleteRangeRequest& d,
+absl::Status ExecuteDelete(mvcc::Store::WriteTxn* txn, lease::Lessor* lessor,
+                           const etcdserverpb::DeleteRangeRequest& d,
                            etcdserverpb::DeleteRangeResponse* resp) {
   ETCDPP_ASSIGN_OR_RETURN(std::vector<mvccpb::KeyValue> deleted,
                           txn->DeleteRange(d.key(), d.range_end()));
+  if (lessor != nullptr) {
+    for (const auto& kv : deleted) {
+      if (kv.lease() != 0) lessor->Detach(kv.lease(), kv.key());
+    }
+  }
   resp->set_deleted(static_cast<int64_t>(deleted.size()));
   if (d.prev_kv()) {
     for (auto& kv : deleted) *resp->add_prev_kvs() = std::move(kv);
@@ -241,7 +254,7 @@ absl::Status ExecuteDelete(mvcc::Store::WriteTxn* txn, const etcdserverpb::Delet
   return absl::OkStatus();
 }
 
-absl::Status ExecuteOp(mvcc::Store::WriteTxn* txn, const RequestOp& op,
+absl::Status ExecuteOp(mvcc::Store::WriteTxn* txn, lease::Lessor* lessor, const RequestOp& op,
                        const std::vector<bool>& path, size_t* path_pos,
                        etcdserverpb::ResponseOp* out) {
   switch (op.request_case()) {
@@ -253,11 +266,12 @@ absl::Status ExecuteOp(mvcc::Store::WriteTxn* txn, const RequestOp& op,
       return DoRange(fn, r, r.revision(), out->mutable_response_range());
     }
     case RequestOp::kRequestPut:
-      return ExecutePut(txn, op.request_put(), out->mutable_response_put());
+      return ExecutePut(txn, lessor, op.request_put(), out->mutable_response_put());
     case RequestOp::kRequestDeleteRange:
-      return ExecuteDelete(txn, op.request_delete_range(), out->mutable_response_delete_range());
+      return ExecuteDelete(txn, lessor, op.request_delete_range(),
+                           out->mutable_response_delete_range());
     case RequestOp::kRequestTxn:
-      return ExecuteTxn(txn, op.request_txn(), path, path_pos, out->mutable_response_txn());
+      return ExecuteTxn(txn, lessor, op.request_txn(), path, path_pos, out->mutable_response_txn());
     default:
       // An empty RequestOp: etcd answers an empty ResponseOp.
       return absl::OkStatus();
@@ -268,7 +282,7 @@ absl::Status ExecuteOp(mvcc::Store::WriteTxn* txn, const RequestOp& op,
 // puts with ignore_* need the key, leases must exist, range revisions must
 // be readable. `path_pos` walks the nested txns as CompareToPath laid them.
 absl::Status CheckPath(mvcc::Store::WriteTxn* txn, const mvcc::Store* store,
-                       const Applier::LeaseExists& lease_exists, const TxnRequest& t,
+                       const lease::Lessor* lessor, const TxnRequest& t,
                        const std::vector<bool>& path, size_t* path_pos) {
   bool ok = path[(*path_pos)++];
   const auto& ops = ok ? t.success() : t.failure();
@@ -279,7 +293,7 @@ absl::Status CheckPath(mvcc::Store::WriteTxn* txn, const mvcc::Store* store,
         ETCDPP_ASSIGN_OR_RETURN(mvcc::RangeResult rr, txn->Range(p.key(), "", {}));
         if (rr.kvs.empty()) return EtcdError(kErrKeyNotFound);
       }
-      if (p.lease() != 0 && !(lease_exists && lease_exists(p.lease()))) {
+      if (p.lease() != 0 && !(lessor && lessor->Exists(p.lease()))) {
         return EtcdError(kErrLeaseNotFound);
       }
     } else if (op.has_request_range()) {
@@ -293,7 +307,7 @@ absl::Status CheckPath(mvcc::Store::WriteTxn* txn, const mvcc::Store* store,
   for (const auto& op : ops) {
     if (op.has_request_txn()) {
       ETCDPP_RETURN_IF_ERROR(
-          CheckPath(txn, store, lease_exists, op.request_txn(), path, path_pos));
+          CheckPath(txn, store, lessor, op.request_txn(), path, path_pos));
     }
   }
   return absl::OkStatus();
@@ -305,10 +319,10 @@ ApplyResult Applier::Put(const etcdserverpb::PutRequest& p, uint64_t index) {
   ApplyResult result;
   auto txn = store_->BeginWrite();
   auto* resp = result.op.mutable_response_put();
-  if (p.lease() != 0 && !(lease_exists_ && lease_exists_(p.lease()))) {
+  if (p.lease() != 0 && !(lessor_ && lessor_->Exists(p.lease()))) {
     result.status = EtcdError(kErrLeaseNotFound);
   } else {
-    result.status = ExecutePut(txn.get(), p, resp);
+    result.status = ExecutePut(txn.get(), lessor_, p, resp);
   }
   if (!result.status.ok()) {
     // Rejected before any change: the index is still consumed.
@@ -328,7 +342,7 @@ ApplyResult Applier::Put(const etcdserverpb::PutRequest& p, uint64_t index) {
 ApplyResult Applier::DeleteRange(const etcdserverpb::DeleteRangeRequest& d, uint64_t index) {
   ApplyResult result;
   auto txn = store_->BeginWrite();
-  result.status = ExecuteDelete(txn.get(), d, result.op.mutable_response_delete_range());
+  result.status = ExecuteDelete(txn.get(), lessor_, d, result.op.mutable_response_delete_range());
   if (!result.status.ok()) return result;
   auto events = txn->Commit(index);
   if (!events.ok()) {
@@ -346,10 +360,10 @@ ApplyResult Applier::Txn(const TxnRequest& t, uint64_t index) {
   std::vector<bool> path;
   CompareToPath(txn.get(), t, &path);
   size_t pos = 0;
-  result.status = CheckPath(txn.get(), store_, lease_exists_, t, path, &pos);
+  result.status = CheckPath(txn.get(), store_, lessor_, t, path, &pos);
   if (result.status.ok()) {
     pos = 0;
-    result.status = ExecuteTxn(txn.get(), t, path, &pos, resp);
+    result.status = ExecuteTxn(txn.get(), lessor_, t, path, &pos, resp);
   }
   if (!result.status.ok()) {
     // The checks run before any change, so nothing is written; the index is
@@ -383,6 +397,67 @@ ApplyResult Applier::Compact(const etcdserverpb::CompactionRequest& c, uint64_t 
   }
   result.status = store_->Compact(c.revision(), index, std::move(on_compacted));
   result.compaction.mutable_header()->set_revision(store_->CurrentRevision());
+  return result;
+}
+
+namespace {
+
+// The lessor's errors in etcd's words.
+absl::Status LeaseError(const absl::Status& st) {
+  absl::string_view m = st.message();
+  if (m == lease::kErrLeaseExists) return EtcdError(kErrLeaseExist);
+  if (m == lease::kErrLeaseTtlTooLarge) return EtcdError(kErrLeaseTTLTooLarge);
+  if (m == lease::kErrLeaseNotFound) return EtcdError(kErrLeaseNotFound);
+  return st;
+}
+
+}  // namespace
+
+ApplyResult Applier::LeaseGrant(const etcdserverpb::LeaseGrantRequest& g, uint64_t index) {
+  ApplyResult result;
+  auto txn = store_->BeginWrite();
+  auto granted = lessor_->Grant(g.id(), g.ttl());
+  if (granted.ok()) {
+    txn->PutLease(granted->id, granted->ttl, 0);
+    result.lease_grant.set_id(granted->id);
+    result.lease_grant.set_ttl(granted->ttl);
+  } else {
+    result.status = LeaseError(granted.status());
+  }
+  ETCDPP_CHECK_OK(txn->Commit(index).status());
+  return result;
+}
+
+ApplyResult Applier::LeaseRevoke(const etcdserverpb::LeaseRevokeRequest& r, uint64_t index) {
+  ApplyResult result;
+  auto txn = store_->BeginWrite();
+  auto keys = lessor_->Revoke(r.id());
+  if (!keys.ok()) {
+    result.status = LeaseError(keys.status());
+    ETCDPP_CHECK_OK(txn->Commit(index).status());
+    return result;
+  }
+  // Every attached key goes in this one revision, in key order (the same
+  // order on every member), together with the lease record.
+  for (const std::string& k : *keys) ETCDPP_CHECK_OK(txn->DeleteRange(k, "").status());
+  txn->DeleteLease(r.id());
+  auto events = txn->Commit(index);
+  ETCDPP_CHECK_OK(events.status());
+  result.events = std::move(*events);
+  result.lease_revoke.mutable_header()->set_revision(store_->CurrentRevision());
+  return result;
+}
+
+ApplyResult Applier::LeaseCheckpoint(const etcdserverpb::LeaseCheckpointRequest& c,
+                                     uint64_t index) {
+  ApplyResult result;
+  auto txn = store_->BeginWrite();
+  for (const auto& cp : c.checkpoints()) {
+    if (auto rec = lessor_->ApplyCheckpoint(cp.id(), cp.remaining_ttl())) {
+      txn->PutLease(rec->id, rec->ttl, rec->remaining_ttl);
+    }
+  }
+  ETCDPP_CHECK_OK(txn->Commit(index).status());
   return result;
 }
 

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "internal.pb.h"
+#include "lease/lessor.h"
 #include "kv.pb.h"
 #include "mvcc/store.h"
 #include "rpc.pb.h"
@@ -24,16 +25,16 @@ struct ApplyResult {
   etcdserverpb::ResponseOp op;      // for range, put, delete_range, txn
   etcdserverpb::CompactionResponse compaction;
   etcdserverpb::AlarmResponse alarm;
+  etcdserverpb::LeaseGrantResponse lease_grant;
+  etcdserverpb::LeaseRevokeResponse lease_revoke;
   std::vector<mvccpb::Event> events;  // for the watch manager
 };
 
 class Applier {
  public:
-  // Returns whether a lease with this ID exists (the lessor's lookup).
-  using LeaseExists = std::function<bool(int64_t)>;
-
-  // `store` is not owned and must outlive the applier.
-  Applier(mvcc::Store* store, LeaseExists lease_exists);
+  // `store` and `lessor` are not owned and must outlive the applier. The
+  // lessor's lease state changes here, in log order, in step with the store.
+  Applier(mvcc::Store* store, lease::Lessor* lessor);
 
   // Applies `req` proposed at raft index `index`. For a compaction,
   // `on_compacted` runs once the history is physically gone (may be empty).
@@ -51,9 +52,12 @@ class Applier {
   ApplyResult Txn(const etcdserverpb::TxnRequest& t, uint64_t index);
   ApplyResult Compact(const etcdserverpb::CompactionRequest& c, uint64_t index,
                       std::function<void()> on_compacted);
+  ApplyResult LeaseGrant(const etcdserverpb::LeaseGrantRequest& g, uint64_t index);
+  ApplyResult LeaseRevoke(const etcdserverpb::LeaseRevokeRequest& r, uint64_t index);
+  ApplyResult LeaseCheckpoint(const etcdserverpb::LeaseCheckpointRequest& c, uint64_t index);
 
   mvcc::Store* store_;
-  LeaseExists lease_exists_;
+  lease::Lessor* lessor_;
 };
 
 }  // namespace etcdpp::server

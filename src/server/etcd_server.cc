@@ -113,6 +113,7 @@ absl::StatusOr<std::unique_ptr<EtcdServer>> EtcdServer::Start(const ServerConfig
   std::unique_ptr<EtcdServer> s(new EtcdServer(config));
   ETCDPP_RETURN_IF_ERROR(s->Init());
   s->apply_thread_ = std::thread([p = s.get()] { p->ApplyLoop(); });
+  s->lease_thread_ = std::thread([p = s.get()] { p->LeaseExpiryLoop(); });
   // Serve once there is a leader and what was committed before the start
   // is applied (etcd announces readiness after it published itself through
   // Raft). Bounded: a member of a cluster without quorum serves anyway and
@@ -196,7 +197,20 @@ absl::Status EtcdServer::Init() {
                                      store.status().message()));
   }
   store_ = std::move(*store);
-  applier_ = std::make_unique<Applier>(store_.get(), [](int64_t) { return false; });
+  // Leases: rebuilt from the store; nothing expires until this member leads.
+  lease::Options lo;
+  lo.clock = SystemClock::Default();
+  // etcd: the minimum TTL is 1.5 election timeouts, rounded up to seconds.
+  lo.min_ttl_seconds = (3 * config_.election_ms / 2 + 999) / 1000;
+  lessor_ = std::make_unique<lease::Lessor>(lo);
+  ETCDPP_ASSIGN_OR_RETURN(std::vector<mvcc::LeaseData> leases, store_->LoadLeases());
+  std::vector<lease::LeaseRecord> records;
+  for (const auto& l : leases) records.push_back({l.id, l.ttl, l.remaining_ttl});
+  lessor_->Recover(records);
+  for (const auto& l : leases) {
+    for (const auto& k : l.keys) ETCDPP_CHECK_OK(lessor_->Attach(l.id, k));
+  }
+  applier_ = std::make_unique<Applier>(store_.get(), lessor_.get());
   mvcc::WatchHubOptions watch_opts;
   watch_opts.progress_notify_interval_ms = config_.watch_progress_notify_interval_ms;
   watch_opts.fragment_bytes = config_.max_request_bytes + 512 * 1024;  // etcd's grpcOverheadBytes
@@ -233,6 +247,15 @@ absl::Status EtcdServer::Init() {
   ro.election_ticks = static_cast<int>(config_.election_ms / config_.heartbeat_ms);
   ro.clock = SystemClock::Default();
   ro.wal_options.max_wals = config_.max_wals;
+  ro.on_leader_change = [this](uint64_t lead, uint64_t term) {
+    // Only the leader's clock decides expiry; a new leader gives every lease
+    // an election timeout more, so a failover expires none that was kept alive.
+    if (lead == member_id_) {
+      lessor_->Promote(std::chrono::milliseconds(config_.election_ms));
+    } else {
+      lessor_->Demote();
+    }
+  };
   ro.on_committed = [this](std::vector<raftpb::Entry> entries) {
     absl::MutexLock l(&mu_);
     for (auto& e : entries) committed_.push_back(std::move(e));
@@ -256,6 +279,7 @@ void EtcdServer::Stop() {
   }
   // The apply loop finishes what is already committed (it may still need the
   // node loop for a conf change), then the node loop stops and closes the WAL.
+  if (lease_thread_.joinable()) lease_thread_.join();
   if (apply_thread_.joinable()) apply_thread_.join();
   if (raft_) {
     raft_->Stop();
@@ -263,6 +287,37 @@ void EtcdServer::Stop() {
   }
   if (watch_hub_) watch_hub_->Stop();
   FailAllWaiters(EtcdError(kErrStopped));
+}
+
+int64_t EtcdServer::NewLeaseId() {
+  for (;;) {
+    int64_t id = static_cast<int64_t>(id_gen_->Next() & ((uint64_t{1} << 63) - 1));
+    if (id != lease::kNoLease && !lessor_->Exists(id)) return id;
+  }
+}
+
+void EtcdServer::LeaseExpiryLoop() {
+  // etcd checks twice a second and revokes at most leaseRevokeRate/2 leases
+  // each time, so a mass expiry cannot flood the log.
+  constexpr size_t kRevokesPerRound = 500;
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+      if (mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(500))) return;
+    }
+    for (lease::LeaseId id : lessor_->FindExpired(kRevokesPerRound)) {
+      internalpb::InternalRequest req;
+      req.mutable_lease_revoke()->set_id(id);
+      Propose(std::move(req), [id](ApplyResult r) {
+        // Already revoked by its holder, or lost with a leader change: the
+        // lessor offers it again later if it is still there.
+        if (!r.status.ok()) {
+          Log()->debug("revoking expired lease {:x}: {}", id, std::string(r.status.message()));
+        }
+      });
+    }
+  }
 }
 
 EtcdServer::Done EtcdServer::TakeWaiter(uint64_t id) {

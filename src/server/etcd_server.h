@@ -29,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/file_lock.h"
 #include "internal.pb.h"
+#include "lease/lessor.h"
 #include "mvcc/store.h"
 #include "mvcc/watch.h"
 #include "rpc.pb.h"
@@ -91,6 +92,13 @@ class EtcdServer {
   // batch. Owned; lives until the server is destroyed.
   mvcc::WatchHub* watch_hub() const { return watch_hub_.get(); }
 
+  // Leases. The lessor is changed by the apply loop (grant, revoke, attach);
+  // keepalives and reads use it directly. Owned.
+  lease::Lessor* lessor() const { return lessor_.get(); }
+  // A fresh lease ID for a grant that did not name one (etcd: the request
+  // ID generator, top bit cleared, retried while taken).
+  int64_t NewLeaseId();
+
   uint64_t member_id() const { return member_id_; }
   uint64_t cluster_id() const { return cluster_id_; }
   const ServerConfig& config() const { return config_; }
@@ -106,6 +114,8 @@ class EtcdServer {
   explicit EtcdServer(const ServerConfig& config) : config_(config) {}
   absl::Status Init();
   void ApplyLoop();
+  // Leader only: proposes the revoke of expired leases (rate-limited).
+  void LeaseExpiryLoop();
   // Applies one committed conf change entry and records the membership.
   void ApplyConfChangeEntry(const raftpb::Entry& e);
   Done TakeWaiter(uint64_t id);
@@ -115,6 +125,7 @@ class EtcdServer {
   const ServerConfig config_;
   std::unique_ptr<FileLock> lock_;
   std::unique_ptr<mvcc::Store> store_;
+  std::unique_ptr<lease::Lessor> lessor_;
   std::unique_ptr<Applier> applier_;
   std::unique_ptr<mvcc::WatchHub> watch_hub_;
   uint64_t member_id_ = 0;
@@ -141,6 +152,7 @@ class EtcdServer {
   std::deque<raftpb::Entry> committed_ ABSL_GUARDED_BY(mu_);  // to apply, in order
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread apply_thread_;
+  std::thread lease_thread_;
 };
 
 }  // namespace etcdpp::server

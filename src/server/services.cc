@@ -4,6 +4,7 @@
 #include "rpc.grpc.pb.h"
 #include "server/errors.h"
 #include "server/validate.h"
+#include "server/lease_service.h"
 #include "server/watch_service.h"
 
 namespace etcdpp::server {
@@ -238,6 +239,7 @@ std::vector<std::unique_ptr<grpc::Service>> MakeClientServices(EtcdServer* serve
   out.push_back(std::make_unique<MaintenanceService>(server));
   out.push_back(std::make_unique<ClusterService>(server));
   out.push_back(MakeWatchService(server));
+  out.push_back(MakeLeaseService(server));
   return out;
 }
 

@@ -27,7 +27,11 @@ class ApplierTest : public ::testing::Test {
     auto s = mvcc::Store::Open(o);
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = std::move(*s);
-    applier_ = std::make_unique<Applier>(store_.get(), [](int64_t id) { return id == 77; });
+    lease::Options lo;
+    lo.clock = &clock_;
+    lessor_ = std::make_unique<lease::Lessor>(lo);
+    ASSERT_TRUE(lessor_->Grant(77, 60).ok());
+    applier_ = std::make_unique<Applier>(store_.get(), lessor_.get());
   }
   void TearDown() override {
     applier_.reset();
@@ -79,6 +83,8 @@ class ApplierTest : public ::testing::Test {
 
   std::filesystem::path dir_;
   std::unique_ptr<mvcc::Store> store_;
+  FakeClock clock_;
+  std::unique_ptr<lease::Lessor> lessor_;
   std::unique_ptr<Applier> applier_;
   uint64_t index_ = 0;
 };
