@@ -5,6 +5,7 @@
 #include "absl/synchronization/mutex.h"
 #include "rpc.grpc.pb.h"
 #include "server/errors.h"
+#include "server/services.h"
 
 namespace etcdpp::server {
 namespace {
@@ -105,13 +106,8 @@ class LeaseService final : public etcdserverpb::Lease::CallbackService {
     *ir.mutable_lease_grant() = *req;
     if (req->id() == lease::kNoLease) ir.mutable_lease_grant()->set_id(s_->NewLeaseId());
     auto* reactor = ctx->DefaultReactor();
-    s_->Propose(std::move(ir), [this, reactor, resp](ApplyResult r) {
-      if (r.status.ok()) {
-        *resp = std::move(r.lease_grant);
-        s_->FillHeader(resp->mutable_header());
-      }
-      reactor->Finish(ToGrpcStatus(r.status));
-    });
+    ProposeAndFinish(s_, reactor, std::move(ir), resp,
+                     [](ApplyResult& r) { return std::move(r.lease_grant); });
     return reactor;
   }
 
@@ -121,13 +117,8 @@ class LeaseService final : public etcdserverpb::Lease::CallbackService {
     internalpb::InternalRequest ir;
     *ir.mutable_lease_revoke() = *req;
     auto* reactor = ctx->DefaultReactor();
-    s_->Propose(std::move(ir), [this, reactor, resp](ApplyResult r) {
-      if (r.status.ok()) {
-        *resp = std::move(r.lease_revoke);
-        s_->FillHeader(resp->mutable_header());
-      }
-      reactor->Finish(ToGrpcStatus(r.status));
-    });
+    ProposeAndFinish(s_, reactor, std::move(ir), resp,
+                     [](ApplyResult& r) { return std::move(r.lease_revoke); });
     return reactor;
   }
 

@@ -113,13 +113,7 @@ class KvService final : public etcdserverpb::KV::CallbackService {
       reactor->Finish(ToGrpcStatus(st));
       return reactor;
     }
-    s_->Propose(std::move(ir), [this, reactor, resp, take](ApplyResult r) {
-      if (r.status.ok()) {
-        *resp = take(r);
-        s_->FillHeader(resp->mutable_header());
-      }
-      reactor->Finish(ToGrpcStatus(r.status));
-    });
+    ProposeAndFinish(s_, reactor, std::move(ir), resp, take);
     return reactor;
   }
 

@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/service_type.h>
 
+#include "server/errors.h"
 #include "server/etcd_server.h"
 
 namespace etcdpp::server {
@@ -18,8 +19,26 @@ inline constexpr int64_t kGrpcOverheadBytes = 512 * 1024;
 // (and grpc-go's error text) answers first.
 inline constexpr int64_t kGrpcHardLimitSlackBytes = 16 * 1024 * 1024;
 
+// Proposes `ir` through Raft and finishes the unary call with the response
+// `take` moves out of the apply result, plus the header, or with the error.
+template <typename Resp, typename Take>
+void ProposeAndFinish(EtcdServer* s, grpc::ServerUnaryReactor* reactor,
+                      internalpb::InternalRequest ir, Resp* resp, Take take);
+
 // Every service etcdpp serves on the client port, bound to `server`
 // (not owned; must outlive the returned services).
 std::vector<std::unique_ptr<grpc::Service>> MakeClientServices(EtcdServer* server);
+
+template <typename Resp, typename Take>
+void ProposeAndFinish(EtcdServer* s, grpc::ServerUnaryReactor* reactor,
+                      internalpb::InternalRequest ir, Resp* resp, Take take) {
+  s->Propose(std::move(ir), [s, reactor, resp, take](ApplyResult r) {
+    if (r.status.ok()) {
+      *resp = take(r);
+      s->FillHeader(resp->mutable_header());
+    }
+    reactor->Finish(ToGrpcStatus(r.status));
+  });
+}
 
 }  // namespace etcdpp::server
