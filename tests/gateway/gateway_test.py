@@ -314,6 +314,23 @@ def checks_keepalive_chunked(port):
     r = conn.getresponse()
     body = json.loads(r.read())
     check(r.status == 200 and body["kvs"][0]["value"] == "dg==", "chunked request body: %r" % body)
+    # A one-message stream call (Patroni's /v3/lease/keepalive): once the
+    # body is read and the chunked answer ended, etcd keeps the connection
+    # for the next request, and clients reuse it at once.
+    conn.request("POST", "/v3/lease/grant", body=b'{"TTL":60}')
+    r = conn.getresponse()
+    lease_id = json.loads(r.read())["ID"]
+    for i in range(2):
+        conn.request("POST", "/v3/lease/keepalive", body=json.dumps({"ID": lease_id}).encode())
+        r = conn.getresponse()
+        body = r.read()
+        check(r.status == 200 and b'"TTL"' in body, "lease keepalive %d: %d %r" % (i, r.status, body))
+        sock = conn.sock
+        conn.request("POST", "/v3/kv/range", body=b'{"key":"a2E="}')
+        r = conn.getresponse()
+        r.read()
+        check(r.status == 200 and conn.sock is sock,
+              "connection reused right after a lease keepalive (%d)" % i)
     conn.close()
 
 

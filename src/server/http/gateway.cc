@@ -765,7 +765,15 @@ bool Gateway::ServeStream(const Method& m, const HttpRequest& req, HttpConnectio
   }
   if (!wrote_header && alive) alive = conn.BeginChunked(200, kJson, kGrpcMetadata);
   if (alive) alive = conn.EndChunked();
-  // The body may have been left unread: never reuse the connection.
+  // The whole request body was read and the response is complete: like Go's
+  // net/http, keep the connection for the next request (clients such as
+  // Patroni send a unary-looking /v3/lease/keepalive and reuse the
+  // connection at once; closing it here made their next request fail with
+  // a reset). A body left unread means the connection cannot be reused.
+  if (alive && conn.BodyDone() && !conn.aborted()) {
+    conn.ResumeReads();
+    return req.keep_alive;
+  }
   return false;
 }
 

@@ -89,6 +89,8 @@ class HttpConnection {
   // Makes blocked and later body reads fail (within 200 ms) without
   // touching the socket, so a response can still be written. Any thread.
   void CancelReads() { reads_cancelled_ = true; }
+  // Undoes CancelReads, for a connection that goes on to its next request.
+  void ResumeReads() { reads_cancelled_ = false; }
   // Writes raw bytes (for Go-style bare error responses). Bounded.
   bool WriteRaw(absl::string_view data) { return WriteAll(data); }
 
