@@ -7,7 +7,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure server build run test clean
+.PHONY: all deps configure server build run test test-patroni clean
 
 all: server
 
@@ -33,6 +33,12 @@ run: server
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+# Patroni (2 x PostgreSQL 15) on etcdpp as its etcd3 DCS: election, streaming
+# replica, failover after SIGKILL of the leader. About 30 s; installs the
+# Debian packages patroni and postgresql if missing. Not part of `make test`.
+test-patroni: server
+	python3 tests/patroni/patroni_test.py --bin $(BUILD_DIR)/etcdpp
 
 clean:
 	rm -rf $(BUILD_DIR)
