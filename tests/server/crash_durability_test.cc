@@ -29,20 +29,11 @@
 
 #include "absl/synchronization/mutex.h"
 #include "rpc.grpc.pb.h"
+#include "tests/common/free_port.h"
 
 namespace {
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+int FreePort() { return etcdpp::testing::FreeLoopbackPort(); }
 
 std::string g_snapshot_count;  // --snapshot-count passed to the server, if set
 

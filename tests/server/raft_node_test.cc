@@ -135,7 +135,9 @@ TEST_F(RaftNodeTest, SingleMemberCommitsInOrderAndReplaysAfterRestart) {
     ASSERT_EQ(data.size(), 100u);
     for (int i = 0; i < 100; ++i) {
       EXPECT_EQ(data[i].data(), "p" + std::to_string(i));
-      if (i > 0) EXPECT_EQ(data[i].index(), data[i - 1].index() + 1);
+      if (i > 0) {
+        EXPECT_EQ(data[i].index(), data[i - 1].index() + 1);
+      }
     }
     cs = applier.conf();
     ASSERT_EQ(cs.voters_size(), 1);

@@ -31,6 +31,7 @@
 
 #include "gtest/gtest.h"
 #include "rpc.grpc.pb.h"
+#include "tests/common/free_port.h"
 
 namespace {
 
@@ -40,17 +41,7 @@ using namespace std::chrono_literals;
 
 std::string g_bin;
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+int FreePort() { return etcdpp::testing::FreeLoopbackPort(); }
 
 // Resident memory of a process in KiB (/proc/<pid>/status VmRSS).
 int64_t RssKb(pid_t pid) {

@@ -123,6 +123,18 @@ std::string CheckJsonSyntax(absl::string_view v) {
     if (i >= v.size()) return std::string("unexpected EOF");
     return absl::StrCat("invalid character '", std::string(1, v[i]), "' ", context);
   };
+  // An object key and its colon, at i; "" when well-formed, else Go's error.
+  auto object_key = [&]() -> std::string {
+    if (i >= v.size() || v[i] != '"') return bad("looking for beginning of object key string");
+    size_t close = i + 1;
+    while (close < v.size() && v[close] != '"') close += v[close] == '\\' ? 2 : 1;
+    if (close >= v.size()) return "unexpected EOF";
+    i = close + 1;
+    ws();
+    if (i >= v.size() || v[i] != ':') return bad("after object key");
+    ++i;
+    return "";
+  };
   // Iterative parse with an explicit stack of containers.
   std::string stack;
   enum { kValue, kAfterValue } state = kValue;
@@ -142,14 +154,7 @@ std::string CheckJsonSyntax(absl::string_view v) {
           continue;
         }
         if (c == '{') {
-          if (i >= v.size() || v[i] != '"') return bad("looking for beginning of object key string");
-          size_t close = i + 1;
-          while (close < v.size() && v[close] != '"') close += v[close] == '\\' ? 2 : 1;
-          if (close >= v.size()) return "unexpected EOF";
-          i = close + 1;
-          ws();
-          if (i >= v.size() || v[i] != ':') return bad("after object key");
-          ++i;
+          if (std::string err = object_key(); !err.empty()) return err;
         }
         continue;  // a value follows
       }
@@ -195,14 +200,7 @@ std::string CheckJsonSyntax(absl::string_view v) {
     ++i;
     if (top == '{') {
       ws();
-      if (i >= v.size() || v[i] != '"') return bad("looking for beginning of object key string");
-      size_t close = i + 1;
-      while (close < v.size() && v[close] != '"') close += v[close] == '\\' ? 2 : 1;
-      if (close >= v.size()) return "unexpected EOF";
-      i = close + 1;
-      ws();
-      if (i >= v.size() || v[i] != ':') return bad("after object key");
-      ++i;
+      if (std::string err = object_key(); !err.empty()) return err;
     }
     state = kValue;
   }
