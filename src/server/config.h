@@ -5,7 +5,12 @@
 // with a message naming it, so an operator learns at once what is missing
 // (never silently ignored). Parsing follows Go's flag package as etcd uses
 // it: -flag / --flag, -flag=value, -flag value (non-boolean), and a boolean
-// flag given alone means true. Command-line flags win over the environment.
+// flag given alone means true. Command-line flags win over the environment
+// (and, as in etcd 3.4, an ETCD_* variable that a flag shadows is an error).
+//
+// --config-file (or ETCD_CONFIG_FILE) names etcd's YAML configuration file;
+// as in etcd 3.4 that file is then the only source: every other flag and
+// environment variable is ignored (flags are still checked for syntax).
 #pragma once
 
 #include <cstdint>
@@ -43,13 +48,22 @@ struct ServerConfig {
   std::vector<Url> initial_advertise_peer_urls;
   // name -> peer URLs, from --initial-cluster.
   std::map<std::string, std::vector<std::string>> initial_cluster;
-  std::string initial_cluster_state = "new";
+  std::string initial_cluster_state = "new";  // "new" or "existing"
   std::string initial_cluster_token = "etcd-cluster";
+  // --force-new-cluster: start as a one-member cluster from the existing data.
+  bool force_new_cluster = false;
+  // --strict-reconfig-check: reject member changes that would lose quorum.
+  bool strict_reconfig_check = true;
+  // --pre-vote: raft's pre-vote phase.
+  bool pre_vote = false;
+  // --initial-election-tick-advance: fast-forward election ticks at boot.
+  bool initial_election_tick_advance = true;
 
   int64_t heartbeat_ms = 100;
   int64_t election_ms = 1000;
   uint64_t snapshot_count = 100000;
   int max_wals = 5;  // WAL segments kept beyond what snapshots cover; 0 = keep all
+  int max_snapshots = 5;  // snapshot files kept; 0 = keep all (--max-snapshots)
   int64_t max_request_bytes = 1572864;
   int64_t max_txn_ops = 128;
   int64_t quota_backend_bytes = 0;  // 0 = etcd's default (2 GiB)
@@ -60,6 +74,8 @@ struct ServerConfig {
   // --experimental-watch-progress-notify-interval. As etcd: 0 keeps the
   // default (10 min); below 100 ms is raised to 100 ms.
   int64_t watch_progress_notify_interval_ms = 10 * 60 * 1000;
+  // --experimental-enable-lease-checkpoint.
+  bool enable_lease_checkpoint = false;
 
   std::string log_level = "info";
   std::string log_outputs = "default";
@@ -73,10 +89,18 @@ struct ParseResult {
   bool show_version = false;
   bool show_help = false;
   std::vector<std::string> warnings;  // to log once logging is set up
+  std::vector<std::string> infos;     // likewise, at info level
+  // The configuration file the values came from ("" when flags/environment).
+  std::string config_file;
 };
 
-// Parses argv (without argv[0]) and the environment (NAME=VALUE strings).
+// Parses argv (without argv[0]) and the environment (NAME=VALUE strings),
+// and the file named by --config-file / ETCD_CONFIG_FILE if any.
 // Errors carry the text to print, e.g. "flag provided but not defined: -foo".
+// Status codes follow etcd's exit codes: kInvalidArgument for command-line
+// syntax errors (etcd prints the usage and exits 2); every other error
+// (environment, config file, validation; kFailedPrecondition, or
+// kUnimplemented for a feature etcdpp lacks) exits 1.
 absl::StatusOr<ParseResult> ParseFlags(const std::vector<std::string>& args,
                                        const std::vector<std::string>& environ);
 

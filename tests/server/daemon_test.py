@@ -66,9 +66,13 @@ class DaemonTest(unittest.TestCase):
         return p, log
 
     def urls(self):
+        # A free peer port too: the server listens on it (the default,
+        # localhost:2380, would collide between tests running in parallel).
         port = harness.free_port()
         url = "http://127.0.0.1:%d" % port
-        return port, ["--listen-client-urls", url, "--advertise-client-urls", url]
+        peer = "http://127.0.0.1:%d" % harness.free_port()
+        return port, ["--listen-client-urls", url, "--advertise-client-urls", url,
+                      "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer]
 
     def test_preexisting_empty_data_dir_is_accepted(self):
         data = os.path.join(self.tmp, "data")
@@ -123,6 +127,39 @@ class DaemonTest(unittest.TestCase):
                                 stdin="\nput a 1\nput b 2\n\n\n")
         self.assertEqual(r.exit_code, 1)
         self.assertIn("etcdserver: too many operations in txn request", r.stderr)
+
+    def test_config_file_is_the_only_source(self):
+        port = harness.free_port()
+        url = "http://127.0.0.1:%d" % port
+        data = os.path.join(self.tmp, "filedata")
+        cfg = os.path.join(self.tmp, "etcd.conf.yml")
+        with open(cfg, "w") as f:
+            f.write("# etcd 3.4 configuration file\n"
+                    "name: 'fromfile'\n"
+                    "data-dir: %s\n"
+                    "listen-client-urls: %s\n"
+                    "advertise-client-urls: \"%s\"\n"
+                    "listen-peer-urls: http://127.0.0.1:%d\n"
+                    "client-transport-security:\n"
+                    "  client-cert-auth: false\n" % (data, url, url, harness.free_port()))
+        env = dict(os.environ)
+        env["ETCD_MAX_TXN_OPS"] = "1"  # ignored, as etcd ignores it with a config file
+        p, log = self.spawn(["--config-file", cfg, "--max-txn-ops", "1",
+                             "--data-dir", os.path.join(self.tmp, "ignored")], env=env)
+        self.assertTrue(wait_for_line(log, "ready to serve client requests", p), read(log))
+        self.assertTrue(os.path.isdir(os.path.join(data, "member")))
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "ignored")))
+        r = harness.run_etcdctl("127.0.0.1:%d" % port, ["txn"],
+                                stdin="\nput a 1\nput b 2\n\n\n")
+        self.assertEqual(r.exit_code, 0, r.stderr)
+        # A file etcd refuses: same text, exit 1, nothing created.
+        with open(cfg, "w") as f:
+            f.write("data-dir: %s\nelection-timeout: 100\n" % os.path.join(self.tmp, "d2"))
+        r = run(["--config-file", cfg])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("--election-timeout[100ms] should be at least as 5 times as "
+                      "--heartbeat-interval[100ms]", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "d2")))
 
     def test_sigterm_stops_cleanly_and_data_survives(self):
         data = os.path.join(self.tmp, "data")
