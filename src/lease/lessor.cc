@@ -29,6 +29,14 @@ void Lessor::Recover(const std::vector<LeaseRecord>& records) {
   }
 }
 
+void Lessor::Clear() {
+  absl::MutexLock l(&mu_);
+  leases_.clear();
+  key_to_lease_.clear();
+  expiry_heap_ = MinHeap();
+  checkpoint_heap_ = MinHeap();
+}
+
 absl::StatusOr<LeaseRecord> Lessor::Grant(LeaseId id, int64_t ttl) {
   if (id == kNoLease) return absl::NotFoundError(kErrLeaseNotFound);
   if (ttl > kMaxLeaseTtl) return absl::OutOfRangeError(kErrLeaseTtlTooLarge);

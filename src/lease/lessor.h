@@ -94,6 +94,9 @@ class Lessor {
   // Rebuilds the leases of a restarted member (keys are attached by the
   // caller as it loads them). Every lease lives forever until Promote.
   void Recover(const std::vector<LeaseRecord>& records);
+  // Forgets every lease (before Recover from a snapshot that replaced the
+  // whole state). Keeps the primary/non-primary role.
+  void Clear();
   // Errors: kErrLeaseNotFound for ID 0 (the caller picks IDs), kErrLeaseExists,
   // kErrLeaseTtlTooLarge. TTL below the minimum is raised to it.
   absl::StatusOr<LeaseRecord> Grant(LeaseId id, int64_t ttl);

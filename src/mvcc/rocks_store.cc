@@ -15,6 +15,7 @@
 #include "rocksdb/convenience.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/table.h"
+#include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/utilities/table_properties_collectors.h"
 #include "rocksdb/utilities/write_batch_with_index.h"
 #include "rocksdb/write_batch.h"
@@ -864,6 +865,15 @@ int64_t RocksStore::SizeInUseBytes() const {
     if (db_->GetIntProperty(h, "rocksdb.cur-size-all-mem-tables", &v)) total += v;
   }
   return static_cast<int64_t>(std::min(total, static_cast<uint64_t>(SizeBytes())));
+}
+
+absl::Status RocksStore::Checkpoint(const std::string& dir) const {
+  rocksdb::Checkpoint* cp = nullptr;
+  ETCDPP_RETURN_IF_ERROR(FromRocks(rocksdb::Checkpoint::Create(db_, &cp), "mvcc: checkpoint"));
+  std::unique_ptr<rocksdb::Checkpoint> owned(cp);
+  // log_size_for_flush 0: flush the memtables first, so the copy is SST
+  // files (hard links) and needs no WAL replay where it is opened.
+  return FromRocks(owned->CreateCheckpoint(dir, 0), absl::StrCat("mvcc: checkpoint to ", dir));
 }
 
 }  // namespace etcdpp::mvcc

@@ -93,6 +93,7 @@ class RocksStore final : public Store {
   absl::StatusOr<HashKVResult> HashKV(int64_t rev) const override;
   int64_t SizeBytes() const override;
   int64_t SizeInUseBytes() const override;
+  absl::Status Checkpoint(const std::string& dir) const override;
 
   // Watch replay, for the watch manager (any thread): the events with main
   // revision in [from_rev, to_rev] (to_rev <= 0: current), in (main, sub)

@@ -23,6 +23,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "kv.pb.h"
 
 namespace etcdpp::mvcc {
@@ -165,6 +166,51 @@ class Store {
   virtual int64_t SizeBytes() const = 0;
   // Bytes in use (Status.db_size_in_use); may equal SizeBytes().
   virtual int64_t SizeInUseBytes() const = 0;
+
+  // Writes a consistent copy of the whole store (its consistent index
+  // included) into `dir`, which must not exist: what a member sends a
+  // follower that fell behind the log. Any thread.
+  virtual absl::Status Checkpoint(const std::string& dir) const {
+    return absl::UnimplementedError("this store cannot checkpoint");
+  }
+};
+
+// A Store whose contents can be replaced whole by another store (a snapshot
+// received from the leader) while other threads keep using it: every call
+// goes to the current store under a shared lock; Swap takes it exclusively.
+class SwappableStore final : public Store {
+ public:
+  explicit SwappableStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
+
+  // Replaces the store; returns the old one (close it by destroying it).
+  // REQUIRES: no WriteTxn open (call from the apply thread).
+  std::unique_ptr<Store> Swap(std::unique_ptr<Store> next);
+  // Runs f on the current store under the shared lock.
+  template <typename F>
+  auto With(F&& f) const {
+    absl::ReaderMutexLock l(&mu_);
+    return f(inner_.get());
+  }
+
+  int64_t CurrentRevision() const override;
+  int64_t CompactedRevision() const override;
+  uint64_t ConsistentIndex() const override;
+  absl::StatusOr<RangeResult> Range(std::string_view key, std::string_view end,
+                                    const RangeOptions& opts) const override;
+  std::unique_ptr<WriteTxn> BeginWrite() override;
+  absl::Status Sync() override;
+  absl::Status Compact(int64_t rev, uint64_t consistent_index,
+                       std::function<void()> done) override;
+  absl::StatusOr<std::vector<LeaseData>> LoadLeases() const override;
+  absl::StatusOr<std::optional<std::string>> GetMeta(std::string_view name) const override;
+  absl::StatusOr<HashKVResult> HashKV(int64_t rev) const override;
+  int64_t SizeBytes() const override;
+  int64_t SizeInUseBytes() const override;
+  absl::Status Checkpoint(const std::string& dir) const override;
+
+ private:
+  mutable absl::Mutex mu_;
+  std::unique_ptr<Store> inner_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace etcdpp::mvcc
