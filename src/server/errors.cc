@@ -34,6 +34,18 @@ constexpr ErrorEntry kTable[] = {
     {kErrTimeout, absl::StatusCode::kUnavailable},
     {kErrMemberNotFound, absl::StatusCode::kNotFound},
     {kErrNotCapable, absl::StatusCode::kUnavailable},
+    {kErrMemberExist, absl::StatusCode::kFailedPrecondition},
+    {kErrPeerUrlExist, absl::StatusCode::kFailedPrecondition},
+    {kErrMemberNotEnoughStarted, absl::StatusCode::kFailedPrecondition},
+    {kErrMemberBadUrls, absl::StatusCode::kInvalidArgument},
+    {kErrMemberNotLearner, absl::StatusCode::kFailedPrecondition},
+    {kErrLearnerNotReady, absl::StatusCode::kFailedPrecondition},
+    {kErrTooManyLearners, absl::StatusCode::kFailedPrecondition},
+    {kErrLeaderChanged, absl::StatusCode::kUnavailable},
+    {kErrTimeoutLeaderFail, absl::StatusCode::kUnavailable},
+    {kErrUnhealthy, absl::StatusCode::kUnavailable},
+    {kErrNotSupportedForLearner, absl::StatusCode::kUnavailable},
+    {kErrBadLeaderTransferee, absl::StatusCode::kFailedPrecondition},
 };
 
 }  // namespace

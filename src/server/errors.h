@@ -31,6 +31,21 @@ inline constexpr char kErrStopped[] = "etcdserver: server stopped";
 inline constexpr char kErrTimeout[] = "etcdserver: request timed out";
 inline constexpr char kErrMemberNotFound[] = "etcdserver: member not found";
 inline constexpr char kErrNotCapable[] = "etcdserver: not capable";
+inline constexpr char kErrMemberExist[] = "etcdserver: member ID already exist";
+inline constexpr char kErrPeerUrlExist[] = "etcdserver: Peer URLs already exists";
+inline constexpr char kErrMemberNotEnoughStarted[] =
+    "etcdserver: re-configuration failed due to not enough started members";
+inline constexpr char kErrMemberBadUrls[] = "etcdserver: given member URLs are invalid";
+inline constexpr char kErrMemberNotLearner[] = "etcdserver: can only promote a learner member";
+inline constexpr char kErrLearnerNotReady[] =
+    "etcdserver: can only promote a learner member which is in sync with leader";
+inline constexpr char kErrTooManyLearners[] = "etcdserver: too many learner members in cluster";
+inline constexpr char kErrLeaderChanged[] = "etcdserver: leader changed";
+inline constexpr char kErrTimeoutLeaderFail[] =
+    "etcdserver: request timed out, possibly due to previous leader failure";
+inline constexpr char kErrUnhealthy[] = "etcdserver: unhealthy cluster";
+inline constexpr char kErrNotSupportedForLearner[] = "etcdserver: rpc not supported for learner";
+inline constexpr char kErrBadLeaderTransferee[] = "etcdserver: bad leader transferee";
 
 // Builds the absl::Status for one of the texts above, with etcd's code.
 absl::Status EtcdError(absl::string_view text);

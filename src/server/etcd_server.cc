@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
@@ -29,6 +30,11 @@ namespace fs = std::filesystem;
 
 // Store meta: the raft membership as of the applied index.
 constexpr char kMetaConfState[] = "raft_conf_state";
+// Store meta: the cluster membership (internalpb.Membership) as of the applied index.
+constexpr char kMetaMembers[] = "members";
+// member/db_path: which directory under member/ holds the current store
+// ("db" until a snapshot from the leader replaced it).
+constexpr char kDbPathFile[] = "db_path";
 
 std::shared_ptr<spdlog::logger> Log() {
   auto l = spdlog::get("etcdserver");
@@ -114,18 +120,23 @@ absl::StatusOr<std::unique_ptr<EtcdServer>> EtcdServer::Start(const ServerConfig
   ETCDPP_RETURN_IF_ERROR(s->Init());
   s->apply_thread_ = std::thread([p = s.get()] { p->ApplyLoop(); });
   s->lease_thread_ = std::thread([p = s.get()] { p->LeaseExpiryLoop(); });
+  s->read_thread_ = std::thread([p = s.get()] { p->ReadLoop(); });
+  s->housekeeping_thread_ = std::thread([p = s.get()] { p->HousekeepingLoop(); });
+  return s;
+}
+
+void EtcdServer::WaitReady() {
   // Serve once there is a leader and what was committed before the start
   // is applied (etcd announces readiness after it published itself through
   // Raft). Bounded: a member of a cluster without quorum serves anyway and
   // its requests wait for a leader.
   auto give_up = std::chrono::steady_clock::now() +
                  std::max(std::chrono::milliseconds(5000),
-                          std::chrono::milliseconds(10 * config.election_ms));
+                          std::chrono::milliseconds(10 * config_.election_ms));
   while (std::chrono::steady_clock::now() < give_up) {
-    if (s->raft_->lead() != 0 && s->applied_index_.load() >= s->raft_->commit_index()) break;
+    if (raft_->lead() != 0 && applied_index_.load() >= raft_->commit_index()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  return s;
 }
 
 absl::Status EtcdServer::Init() {
@@ -144,36 +155,90 @@ absl::Status EtcdServer::Init() {
   }
   lock_ = std::move(*lock);
 
-  // Who we are: from the flags on first start, from member/identity after.
-  auto it = config_.initial_cluster.find(config_.name);
-  if (it == config_.initial_cluster.end()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "couldn't find local name \"", config_.name, "\" in the initial cluster configuration"));
-  }
-  if (config_.initial_cluster.size() > 1) {
-    return absl::UnimplementedError(
-        "--initial-cluster names more than one member: multi-member clusters are not supported by "
-        "etcdpp yet");
-  }
+  member_dir_ = member_dir;
   std::vector<std::string> advertised;
   for (const auto& u : config_.initial_advertise_peer_urls) advertised.push_back(u.original);
-  std::vector<std::string> in_cluster = it->second;
-  std::sort(advertised.begin(), advertised.end());
-  std::sort(in_cluster.begin(), in_cluster.end());
-  if (advertised != in_cluster) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--initial-cluster has ", config_.name, "=", absl::StrJoin(it->second, ","),
-        " but missing from --initial-advertise-peer-urls=", absl::StrJoin(advertised, ",")));
-  }
 
+  // Who we are: from the flags (or the cluster we join) on first start,
+  // from member/identity after.
   const std::string identity_path = member_dir + "/identity";
   ETCDPP_ASSIGN_OR_RETURN(auto identity, ReadIdentity(identity_path));
-  if (identity.count("member_id")) {
+  std::vector<uint64_t> bootstrap_voters;
+  internalpb::Membership initial;
+  const bool restart = identity.count("member_id") > 0;
+  if (restart) {
     member_id_ = ParseHex(identity["member_id"]);
     cluster_id_ = ParseHex(identity["cluster_id"]);
   } else {
-    member_id_ = ComputeMemberId(it->second, config_.initial_cluster_token);
-    cluster_id_ = ComputeClusterId({member_id_});
+    auto it = config_.initial_cluster.find(config_.name);
+    if (it == config_.initial_cluster.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "couldn't find local name \"", config_.name, "\" in the initial cluster configuration"));
+    }
+    std::vector<std::string> in_cluster = it->second;
+    std::vector<std::string> adv_sorted = advertised;
+    std::sort(adv_sorted.begin(), adv_sorted.end());
+    std::sort(in_cluster.begin(), in_cluster.end());
+    if (adv_sorted != in_cluster) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--initial-cluster has ", config_.name, "=", absl::StrJoin(it->second, ","),
+          " but missing from --initial-advertise-peer-urls=", absl::StrJoin(advertised, ",")));
+    }
+    if (config_.initial_cluster_state == "existing") {
+      // Join: learn the cluster (and our ID, given by member add) from the
+      // members named in --initial-cluster.
+      std::vector<std::string> others;
+      for (const auto& [name, urls] : config_.initial_cluster) {
+        if (name != config_.name) others.insert(others.end(), urls.begin(), urls.end());
+      }
+      if (others.empty()) {
+        return absl::InvalidArgumentError(
+            "--initial-cluster-state is existing but --initial-cluster names no other member");
+      }
+      ETCDPP_ASSIGN_OR_RETURN(peerpb::MembersResponse resp, peer::FetchMembers(others, 5000));
+      Membership remote;
+      remote.Reset(resp.membership());
+      auto me = remote.FindByPeerUrls(it->second);
+      // etcd compares --initial-cluster with the cluster member by member.
+      std::vector<std::string> described;
+      for (const auto& m : remote.Members()) {
+        described.push_back(absl::StrCat("{ID:", IdToHex(m.id()), " Name:", m.name(),
+                                         " PeerURLs:[", absl::StrJoin(m.peer_urls(), " "), "]}"));
+      }
+      const std::string existing = absl::StrCat("{ClusterID:", IdToHex(resp.cluster_id()),
+                                                " Members:[", absl::StrJoin(described, " "), "]}");
+      if (remote.Members().size() != config_.initial_cluster.size()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("error validating peerURLs ", existing, ": member count is unequal"));
+      }
+      if (!me) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "error validating peerURLs ", existing, ": PeerURLs: no match found for existing member (",
+            absl::StrJoin(it->second, ","), ")"));
+      }
+      member_id_ = me->id();
+      cluster_id_ = resp.cluster_id();
+      initial = resp.membership();
+    } else {
+      std::vector<uint64_t> ids;
+      for (const auto& [name, urls] : config_.initial_cluster) {
+        internalpb::Member* m = initial.add_members();
+        m->set_id(ComputeMemberId(urls, config_.initial_cluster_token));
+        for (const auto& u : urls) m->add_peer_urls(u);
+        ids.push_back(m->id());
+        if (name == config_.name) member_id_ = m->id();
+      }
+      cluster_id_ = ComputeClusterId(ids);
+      bootstrap_voters = ids;
+    }
+    // Our own name and client URLs are known at once; the others' arrive
+    // when they publish them.
+    for (auto& m : *initial.mutable_members()) {
+      if (m.id() != member_id_) continue;
+      m.set_name(config_.name);
+      m.clear_client_urls();
+      for (const auto& u : config_.advertise_client_urls) m.add_client_urls(u.original);
+    }
     identity["member_id"] = IdToHex(member_id_);
     identity["cluster_id"] = IdToHex(cluster_id_);
     identity["name"] = config_.name;
@@ -184,19 +249,11 @@ absl::Status EtcdServer::Init() {
 
   self_.id = member_id_;
   self_.name = config_.name;
-  self_.peer_urls = it->second;
+  self_.peer_urls = absl::StrSplit(identity["peer_urls"], ',', absl::SkipEmpty());
   for (const auto& u : config_.advertise_client_urls) self_.client_urls.push_back(u.original);
 
   Log()->info("starting member {} in cluster {}", IdToHex(member_id_), IdToHex(cluster_id_));
-  mvcc::Options opts;
-  opts.path = member_dir + "/db";
-  auto store = mvcc::Store::Open(opts);
-  if (!store.ok()) {
-    return absl::Status(store.status().code(),
-                        absl::StrCat("opening the store at ", opts.path, ": ",
-                                     store.status().message()));
-  }
-  store_ = std::move(*store);
+  ETCDPP_RETURN_IF_ERROR(OpenStore());
   // Leases: rebuilt from the store; nothing expires until this member leads.
   lease::Options lo;
   lo.clock = SystemClock::Default();
@@ -229,8 +286,33 @@ absl::Status EtcdServer::Init() {
   // membership as of that index was recorded beside it.
   ETCDPP_ASSIGN_OR_RETURN(std::optional<std::string> cs, store_->GetMeta(kMetaConfState));
   if (cs && !conf_state_.ParseFromString(*cs)) {
-    return absl::DataLossError(absl::StrCat("corrupt raft membership in the store at ", opts.path));
+    return absl::DataLossError(absl::StrCat("corrupt raft membership in the store at ", store_dir_));
   }
+  // The members: as recorded beside the applied index; on first start from
+  // the flags (or the cluster joined); a member of etcdpp 0.1 (single
+  // member, nothing recorded) is itself.
+  ETCDPP_ASSIGN_OR_RETURN(std::optional<std::string> members, store_->GetMeta(kMetaMembers));
+  if (members) {
+    if (!initial.ParseFromString(*members)) {
+      return absl::DataLossError(absl::StrCat("corrupt membership in the store at ", store_dir_));
+    }
+  } else if (restart) {
+    internalpb::Member* m = initial.add_members();
+    m->set_id(member_id_);
+    for (const auto& u : self_.peer_urls) m->add_peer_urls(u);
+  }
+  membership_.Reset(initial);
+  if (membership_.IsRemoved(member_id_)) {
+    // etcd: a removed member that restarts says so and exits (status 0).
+    return absl::AbortedError(peer::kMemberRemovedText);
+  }
+  peer::PeerTransportOptions po;
+  po.member_id = member_id_;
+  po.cluster_id = cluster_id_;
+  po.snapshot_dir = member_dir + "/snap";
+  fs::create_directories(po.snapshot_dir, ec);
+  transport_ = std::make_unique<peer::PeerTransport>(po, this);
+  SyncPeers();
   id_gen_ = std::make_unique<IdGenerator>(
       member_id_, std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::system_clock::now().time_since_epoch())
@@ -240,13 +322,20 @@ absl::Status EtcdServer::Init() {
   ro.wal_dir = member_dir + "/wal";
   ro.wal_metadata = absl::StrCat("member_id=", IdToHex(member_id_), " cluster_id=",
                                  IdToHex(cluster_id_));
-  ro.bootstrap_voters = {member_id_};
+  ro.bootstrap_voters = bootstrap_voters;
+  ro.force_new_cluster = config_.force_new_cluster;
+  ro.transport = transport_.get();
   ro.applied_index = applied_index_.load();
   ro.applied_conf_state = conf_state_;
   ro.tick_interval = std::chrono::milliseconds(config_.heartbeat_ms);
   ro.election_ticks = static_cast<int>(config_.election_ms / config_.heartbeat_ms);
+  ro.pre_vote = config_.pre_vote;
   ro.clock = SystemClock::Default();
   ro.wal_options.max_wals = config_.max_wals;
+  // etcd keeps 5000 entries after a log compaction for slow followers; a
+  // smaller --snapshot-count keeps fewer (no more than it compacts), so a
+  // follower that missed more than that gets a snapshot.
+  ro.catch_up_entries = std::min<uint64_t>(5000, config_.snapshot_count);
   ro.on_leader_change = [this](uint64_t lead, uint64_t term) {
     // Only the leader's clock decides expiry; a new leader gives every lease
     // an election timeout more, so a failover expires none that was kept alive.
@@ -258,8 +347,13 @@ absl::Status EtcdServer::Init() {
   };
   ro.on_committed = [this](std::vector<raftpb::Entry> entries) {
     absl::MutexLock l(&mu_);
-    for (auto& e : entries) committed_.push_back(std::move(e));
+    for (auto& e : entries) committed_.push_back(ApplyItem{std::move(e), std::nullopt});
   };
+  ro.on_snapshot = [this](raftpb::Snapshot snap) {
+    absl::MutexLock l(&mu_);
+    committed_.push_back(ApplyItem{raftpb::Entry(), std::move(snap)});
+  };
+  ro.on_read_states = [this](std::vector<raft::ReadState> rs) { OnReadStates(std::move(rs)); };
   auto raft = RaftNode::Start(std::move(ro));
   if (!raft.ok()) {
     return absl::Status(raft.status().code(),
@@ -271,20 +365,71 @@ absl::Status EtcdServer::Init() {
 
 EtcdServer::~EtcdServer() { Stop(); }
 
+void EtcdServer::TransferLeadershipOnStop() {
+  // etcd hands leadership to the most caught-up voter before it stops, so
+  // a rolling restart costs no election timeout.
+  if (!raft_ || !is_leader() || membership_.VoterCount() < 2 || removed_.load()) return;
+  raft::RaftStatus st = raft_->Status();
+  uint64_t best = 0, best_match = 0;
+  for (const auto& [id, pr] : st.progress) {
+    if (id == member_id_ || pr.is_learner) continue;
+    if (transport_->ActiveSinceMs(id) == 0) continue;
+    if (best == 0 || pr.match > best_match) {
+      best = id;
+      best_match = pr.match;
+    }
+  }
+  if (best == 0) return;
+  Log()->info("transferring leadership to {} before stopping", IdToHex(best));
+  raft_->TransferLeader(best);
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.election_ms);
+  while (std::chrono::steady_clock::now() < give_up && leader() != best) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (leader() != best) Log()->warn("leadership transfer to {} timed out", IdToHex(best));
+}
+
 void EtcdServer::Stop() {
   {
     absl::MutexLock l(&mu_);
     if (stopping_ && !apply_thread_.joinable() && !raft_) return;
+  }
+  TransferLeadershipOnStop();
+  {
+    absl::MutexLock l(&mu_);
     stopping_ = true;
   }
   // The apply loop finishes what is already committed (it may still need the
   // node loop for a conf change), then the node loop stops and closes the WAL.
+  {
+    absl::MutexLock l(&read_mu_);
+    read_stopping_ = true;
+  }
   if (lease_thread_.joinable()) lease_thread_.join();
+  if (housekeeping_thread_.joinable()) housekeeping_thread_.join();
+  if (read_thread_.joinable()) read_thread_.join();
   if (apply_thread_.joinable()) apply_thread_.join();
+  // Nothing is sent once the node loop stops; stop the senders first so a
+  // dead peer cannot hold the shutdown.
+  if (transport_) transport_->Stop();
   if (raft_) {
     raft_->Stop();
     raft_.reset();
   }
+  // Reads still waiting fail like the writes.
+  std::vector<ReadWaiter> reads;
+  {
+    absl::MutexLock l(&read_mu_);
+    for (auto& w : read_pending_) reads.push_back(std::move(w));
+    for (auto& w : read_inflight_) reads.push_back(std::move(w));
+    for (auto& [idx, ws] : read_confirmed_) {
+      for (auto& w : ws) reads.push_back(std::move(w));
+    }
+    read_pending_.clear();
+    read_inflight_.clear();
+    read_confirmed_.clear();
+  }
+  for (auto& w : reads) w.done(EtcdError(kErrStopped));
   if (watch_hub_) watch_hub_->Stop();
   FailAllWaiters(EtcdError(kErrStopped));
 }
@@ -324,21 +469,21 @@ EtcdServer::Done EtcdServer::TakeWaiter(uint64_t id) {
   absl::MutexLock l(&wait_mu_);
   auto it = waiters_.find(id);
   if (it == waiters_.end()) return nullptr;
-  Done d = std::move(it->second);
+  Done d = std::move(it->second.done);
   waiters_.erase(it);
   return d;
 }
 
 void EtcdServer::FailAllWaiters(absl::Status status) {
-  absl::flat_hash_map<uint64_t, Done> waiters;
+  absl::flat_hash_map<uint64_t, Waiter> waiters;
   {
     absl::MutexLock l(&wait_mu_);
     waiters.swap(waiters_);
   }
-  for (auto& [id, done] : waiters) {
+  for (auto& [id, w] : waiters) {
     ApplyResult r;
     r.status = status;
-    done(std::move(r));
+    w.done(std::move(r));
   }
 }
 
@@ -358,7 +503,7 @@ void EtcdServer::Propose(internalpb::InternalRequest req, Done done) {
   }
   {
     absl::MutexLock l(&wait_mu_);
-    waiters_.emplace(id, std::move(done));
+    waiters_.emplace(id, Waiter{std::move(done), absl::Now() + RequestTimeout()});
   }
   raft_->Propose(std::move(data), [this, id](absl::Status) {
     // Raft had no leader to take it (or a leader transfer is under way).
@@ -370,18 +515,111 @@ void EtcdServer::Propose(internalpb::InternalRequest req, Done done) {
   });
 }
 
-void EtcdServer::ApplyConfChangeEntry(const raftpb::Entry& e) {
+absl::Status EtcdServer::ValidateConfChange(const raftpb::ConfChange& cc) const {
+  internalpb::Member m;
+  const bool has_member = !cc.context().empty() && m.ParseFromString(cc.context());
+  auto existing = membership_.Get(cc.node_id());
+  switch (cc.type()) {
+    case raftpb::ConfChangeAddNode:
+    case raftpb::ConfChangeAddLearnerNode:
+      if (membership_.IsRemoved(cc.node_id())) return EtcdError(kErrMemberNotFound);
+      if (existing) {
+        // AddNode of a known learner is a promotion; anything else is a
+        // replay (the bootstrap entries) and changes nothing.
+        if (cc.type() == raftpb::ConfChangeAddNode && has_member && !existing->is_learner()) {
+          return EtcdError(kErrMemberNotLearner);
+        }
+        return absl::OkStatus();
+      }
+      if (has_member) {
+        std::vector<std::string> urls(m.peer_urls().begin(), m.peer_urls().end());
+        if (membership_.PeerUrlInUse(urls)) return EtcdError(kErrPeerUrlExist);
+      }
+      if (cc.type() == raftpb::ConfChangeAddLearnerNode) {
+        for (const auto& mem : membership_.Members()) {
+          if (mem.is_learner()) return EtcdError(kErrTooManyLearners);
+        }
+      }
+      return absl::OkStatus();
+    case raftpb::ConfChangeRemoveNode:
+      if (!existing) return EtcdError(kErrMemberNotFound);
+      return absl::OkStatus();
+    case raftpb::ConfChangeUpdateNode:
+      if (!existing) return EtcdError(kErrMemberNotFound);
+      if (has_member) {
+        std::vector<std::string> urls(m.peer_urls().begin(), m.peer_urls().end());
+        if (membership_.PeerUrlInUse(urls, cc.node_id())) return EtcdError(kErrPeerUrlExist);
+      }
+      return absl::OkStatus();
+    default:
+      return absl::InvalidArgumentError("unknown conf change type");
+  }
+}
+
+void EtcdServer::PersistMembership(mvcc::Store::WriteTxn* txn) {
+  txn->SetMeta(kMetaMembers, membership_.ToProto().SerializeAsString());
+}
+
+void EtcdServer::ApplyConfChangeEntry(const raftpb::Entry& e, bool already_applied) {
   raftpb::ConfChange cc;
   ETCDPP_CHECK(cc.ParseFromString(e.data()));  // committed data that does not parse is a bug
-  conf_state_ = raft_->ApplyConfChange(cc);
+  if (already_applied) {
+    // The store (a snapshot) holds this change already; Raft does not.
+    conf_state_ = raft_->ApplyConfChange(cc);
+    return;
+  }
+  absl::Status st = ValidateConfChange(cc);
+  if (st.ok()) {
+    conf_state_ = raft_->ApplyConfChange(cc);
+    membership_.ApplyConfChange(cc);
+  } else {
+    // Rejected: Raft still needs to hear that the pending change is done.
+    raftpb::ConfChange noop;
+    noop.set_node_id(0);
+    conf_state_ = raft_->ApplyConfChange(noop);
+  }
   auto txn = store_->BeginWrite();
   txn->SetMeta(kMetaConfState, conf_state_.SerializeAsString());
+  PersistMembership(txn.get());
   ETCDPP_CHECK_OK(txn->Commit(e.index()).status());
+  if (st.ok()) {
+    SyncPeers();
+    if (cc.type() == raftpb::ConfChangeRemoveNode) {
+      Log()->info("removed member {} from cluster {}", IdToHex(cc.node_id()), IdToHex(cluster_id_));
+      if (cc.node_id() == member_id_) OnRemovedFromCluster();
+    } else if (cc.type() == raftpb::ConfChangeAddNode ||
+               cc.type() == raftpb::ConfChangeAddLearnerNode) {
+      Log()->info("added member {} to cluster {}{}", IdToHex(cc.node_id()), IdToHex(cluster_id_),
+                  cc.type() == raftpb::ConfChangeAddLearnerNode ? " as a learner" : "");
+    }
+  }
+  if (Done done = TakeWaiter(cc.id())) {
+    ApplyResult r;
+    r.status = st;
+    done(std::move(r));
+  }
+}
+
+void EtcdServer::SyncPeers() {
+  if (!transport_) return;
+  std::set<uint64_t> want;
+  for (const auto& m : membership_.Members()) {
+    if (m.id() == member_id_) continue;
+    want.insert(m.id());
+    std::vector<std::string> urls(m.peer_urls().begin(), m.peer_urls().end());
+    // AddPeer of a known peer updates its URLs.
+    transport_->AddPeer(m.id(), urls);
+  }
+  absl::MutexLock l(&peers_mu_);
+  for (uint64_t id : known_peers_) {
+    if (!want.count(id)) transport_->RemovePeer(id);
+  }
+  known_peers_ = want;
 }
 
 void EtcdServer::ApplyLoop() {
   for (;;) {
-    std::deque<raftpb::Entry> batch;
+    std::deque<ApplyItem> batch;
     {
       absl::MutexLock l(&mu_);
       mu_.Await(absl::Condition(
@@ -397,14 +635,35 @@ void EtcdServer::ApplyLoop() {
     std::vector<std::pair<Done, ApplyResult>> finished;
     std::vector<std::shared_ptr<CompactionWaiter>> compactions;
     std::vector<mvccpb::Event> watch_events;
-    for (raftpb::Entry& e : batch) {
-      const uint64_t index = e.index();
-      if (index <= applied_index_.load()) continue;  // applied before a restart
-      if (e.type() == raftpb::EntryConfChange) {
-        ApplyConfChangeEntry(e);
-        applied_index_ = index;
+    // Publishes what was applied so far: watchers, waiters, readers.
+    auto finish_batch = [&] {
+      durable_rev_ = store_->CurrentRevision();
+      // Watchers see a batch once it is applied; OnApplied only queues.
+      watch_hub_->OnApplied(std::move(watch_events), durable_rev_.load());
+      watch_events.clear();
+      db_size_bytes_.store(store_->SizeBytes(), std::memory_order_relaxed);
+      for (auto& [done, result] : finished) done(std::move(result));
+      finished.clear();
+      for (auto& w : compactions) w->Arrive();
+      compactions.clear();
+      // Wake the reads waiting for this applied index.
+      absl::MutexLock l(&read_mu_);
+    };
+    for (ApplyItem& item : batch) {
+      if (item.snapshot) {
+        finish_batch();
+        InstallSnapshot(*item.snapshot);
         continue;
       }
+      raftpb::Entry& e = item.entry;
+      const uint64_t index = e.index();
+      if (e.type() == raftpb::EntryConfChange) {
+        const bool already = index <= applied_index_.load();
+        ApplyConfChangeEntry(e, already);
+        if (!already) applied_index_ = index;
+        continue;
+      }
+      if (index <= applied_index_.load()) continue;  // applied before a restart / in a snapshot
       if (e.data().empty()) {
         // A new leader's empty entry: only its index is recorded.
         ETCDPP_CHECK_OK(store_->BeginWrite()->Commit(index).status());
@@ -416,6 +675,16 @@ void EtcdServer::ApplyLoop() {
       // Proposed here and still waited for? (After a restart, or for a
       // request another member proposed, nobody waits.)
       Done done = TakeWaiter(req.id());
+      if (req.has_member_attributes()) {
+        membership_.ApplyAttributes(req.member_attributes());
+        auto txn = store_->BeginWrite();
+        PersistMembership(txn.get());
+        ETCDPP_CHECK_OK(txn->Commit(index).status());
+        applied_index_ = index;
+        if (req.member_attributes().id() == member_id_) published_ = true;
+        if (done) finished.emplace_back(std::move(done), ApplyResult());
+        continue;
+      }
       std::shared_ptr<CompactionWaiter> waiter;
       std::function<void()> on_compacted;
       if (done && req.has_compaction() && req.compaction().physical()) {
@@ -436,12 +705,7 @@ void EtcdServer::ApplyLoop() {
         finished.emplace_back(std::move(done), std::move(r));
       }
     }
-    durable_rev_ = store_->CurrentRevision();
-    // Watchers see a batch once it is applied; OnApplied only queues.
-    watch_hub_->OnApplied(std::move(watch_events), durable_rev_.load());
-    db_size_bytes_.store(store_->SizeBytes(), std::memory_order_relaxed);
-    for (auto& [done, result] : finished) done(std::move(result));
-    for (auto& w : compactions) w->Arrive();
+    finish_batch();
 
     // Every --snapshot-count entries: make the store durable up to here and
     // let the node loop drop the log and the WAL segments this covers, so
@@ -539,7 +803,8 @@ void EtcdServer::FillStatus(etcdserverpb::StatusResponse* resp) const {
   resp->set_raftindex(raft_ ? raft_->commit_index() : 0);
   resp->set_raftterm(raft_ ? raft_->term() : 0);
   resp->set_raftappliedindex(applied_index_.load());
-  resp->set_islearner(false);
+  resp->set_islearner(IsLearner());
+  if (resp->leader() == 0) resp->add_errors(kErrNoLeader);
   // etcd lists each alarm in its protobuf text form, e.g.
   // "memberID:10276657743932975437 alarm:NOSPACE " (trailing space included).
   for (const auto& m : Alarms()) {
@@ -548,6 +813,567 @@ void EtcdServer::FillStatus(etcdserverpb::StatusResponse* resp) const {
   }
 }
 
-std::vector<MemberInfo> EtcdServer::Members() const { return {self_}; }
+std::vector<MemberInfo> EtcdServer::MemberList() const {
+  std::vector<MemberInfo> out;
+  for (const auto& m : membership_.Members()) {
+    MemberInfo mi;
+    mi.id = m.id();
+    mi.name = m.name();
+    mi.peer_urls.assign(m.peer_urls().begin(), m.peer_urls().end());
+    mi.client_urls.assign(m.client_urls().begin(), m.client_urls().end());
+    mi.is_learner = m.is_learner();
+    out.push_back(std::move(mi));
+  }
+  return out;
+}
+
+bool EtcdServer::IsLearner() const {
+  auto me = membership_.Get(member_id_);
+  return me && me->is_learner();
+}
+
+std::vector<std::string> EtcdServer::LeaderClientUrls() const {
+  auto m = membership_.Get(leader());
+  if (!m) return {};
+  return {m->client_urls().begin(), m->client_urls().end()};
+}
+
+std::vector<std::string> EtcdServer::LeaderPeerUrls() const {
+  auto m = membership_.Get(leader());
+  if (!m) return {};
+  return {m->peer_urls().begin(), m->peer_urls().end()};
+}
+
+absl::Duration EtcdServer::RequestTimeout() const {
+  return absl::Seconds(5) + absl::Milliseconds(2 * config_.election_ms);
+}
+
+// ---- store, snapshots ----
+
+namespace {
+
+std::string SnapRel(uint64_t index) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "snap/%016llx.db", static_cast<unsigned long long>(index));
+  return buf;
+}
+
+absl::StatusOr<std::unique_ptr<mvcc::Store>> OpenStoreAt(const std::string& path) {
+  mvcc::Options opts;
+  opts.path = path;
+  auto store = mvcc::Store::Open(opts);
+  if (!store.ok()) {
+    return absl::Status(store.status().code(), absl::StrCat("opening the store at ", path, ": ",
+                                                            store.status().message()));
+  }
+  return store;
+}
+
+absl::Status WriteSmallFile(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << content << "\n";
+    out.flush();
+    if (!out) return absl::InternalError(absl::StrCat("write ", tmp, " failed"));
+  }
+  ETCDPP_RETURN_IF_ERROR(FsyncPath(tmp, false));
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("rename ", tmp, ": ", std::strerror(errno)));
+  }
+  return FsyncPath(fs::path(path).parent_path().string(), true);
+}
+
+}  // namespace
+
+absl::Status EtcdServer::OpenStore() {
+  std::string rel = "db";
+  {
+    std::ifstream in(member_dir_ + "/" + kDbPathFile);
+    std::string line;
+    if (in && std::getline(in, line) && !line.empty()) rel = line;
+  }
+  ETCDPP_ASSIGN_OR_RETURN(std::unique_ptr<mvcc::Store> store, OpenStoreAt(member_dir_ + "/" + rel));
+  // A snapshot from the leader that the WAL accepted but that was not
+  // installed before a crash: install it now.
+  const std::string wal_dir = member_dir_ + "/wal";
+  if (wal::Wal::Exists(wal_dir)) {
+    ETCDPP_ASSIGN_OR_RETURN(std::vector<wal::SnapshotMarker> markers,
+                            wal::Wal::ReadSnapshotMarkers(wal_dir));
+    uint64_t newest = 0;
+    for (const auto& m : markers) newest = std::max(newest, m.index);
+    const std::string snap_rel = SnapRel(newest);
+    std::error_code ec;
+    if (newest > store->ConsistentIndex() && fs::exists(member_dir_ + "/" + snap_rel, ec)) {
+      Log()->info("installing the snapshot at index {} received before the last stop", newest);
+      store.reset();
+      ETCDPP_ASSIGN_OR_RETURN(store, OpenStoreAt(member_dir_ + "/" + snap_rel));
+      ETCDPP_RETURN_IF_ERROR(WriteSmallFile(member_dir_ + "/" + kDbPathFile, snap_rel));
+      if (rel != snap_rel) fs::remove_all(member_dir_ + "/" + rel, ec);
+      rel = snap_rel;
+    }
+  }
+  // Snapshots received but superseded, and copies being sent when we stopped.
+  std::error_code ec;
+  if (fs::exists(member_dir_ + "/snap", ec)) {
+    for (const auto& ent : fs::directory_iterator(member_dir_ + "/snap", ec)) {
+      std::string r = "snap/" + ent.path().filename().string();
+      if (r != rel) fs::remove_all(ent.path(), ec);
+    }
+  }
+  store_dir_ = member_dir_ + "/" + rel;
+  store_ = std::make_unique<mvcc::SwappableStore>(std::move(store));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> EtcdServer::PrepareSnapshot(const raftpb::Message& m) {
+  const std::string dir =
+      absl::StrCat(member_dir_, "/snap/send-", IdToHex(m.to()), "-", snapshot_seq_.fetch_add(1));
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  ETCDPP_RETURN_IF_ERROR(store_->Checkpoint(dir));
+  Log()->info("sending a snapshot of the store (applied index {}) to member {}",
+              applied_index_.load(), IdToHex(m.to()));
+  return dir;
+}
+
+absl::Status EtcdServer::OnSnapshot(raftpb::Message message, std::string dir) {
+  const uint64_t index = message.snapshot().metadata().index();
+  std::error_code ec;
+  if (index <= applied_index_.load()) {
+    fs::remove_all(dir, ec);  // we have it already; Raft answers the leader
+  } else {
+    const std::string target = member_dir_ + "/" + SnapRel(index);
+    fs::remove_all(target, ec);
+    if (::rename(dir.c_str(), target.c_str()) != 0) {
+      std::string err = std::strerror(errno);
+      fs::remove_all(dir, ec);
+      return absl::InternalError(absl::StrCat("rename ", dir, " to ", target, ": ", err));
+    }
+    ETCDPP_RETURN_IF_ERROR(FsyncPath(member_dir_ + "/snap", true));
+    Log()->info("received a snapshot at index {} from member {}", index, IdToHex(message.from()));
+  }
+  if (raft_) raft_->Step(std::move(message));
+  return absl::OkStatus();
+}
+
+void EtcdServer::InstallSnapshot(const raftpb::Snapshot& snap) {
+  const uint64_t index = snap.metadata().index();
+  const std::string rel = SnapRel(index);
+  const std::string path = member_dir_ + "/" + rel;
+  std::error_code ec;
+  if (index <= applied_index_.load()) {
+    if (path != store_dir_) fs::remove_all(path, ec);
+    return;
+  }
+  Log()->info("applying snapshot at index {}...", index);
+  // No snapshot data for an index Raft accepted: the disk lost what we
+  // fsynced. Never guess: stop.
+  ETCDPP_CHECK(fs::exists(path, ec));
+  auto next = OpenStoreAt(path);
+  ETCDPP_CHECK_OK(next.status());
+  const int64_t old_rev = store_->CurrentRevision();
+  std::unique_ptr<mvcc::Store> old = store_->Swap(std::move(*next));
+  old.reset();  // closes it
+  ETCDPP_CHECK_OK(WriteSmallFile(member_dir_ + "/" + kDbPathFile, rel));
+  if (store_dir_ != path) fs::remove_all(store_dir_, ec);
+  store_dir_ = path;
+
+  applied_index_ = store_->ConsistentIndex();
+  last_log_compaction_ = applied_index_.load();
+  auto cs = store_->GetMeta(kMetaConfState);
+  if (cs.ok() && cs->has_value()) ETCDPP_CHECK(conf_state_.ParseFromString(**cs));
+  auto members = store_->GetMeta(kMetaMembers);
+  internalpb::Membership mp;
+  if (members.ok() && members->has_value() && mp.ParseFromString(**members)) {
+    membership_.Reset(mp);
+    SyncPeers();
+  }
+  lessor_->Clear();
+  auto leases = store_->LoadLeases();
+  ETCDPP_CHECK_OK(leases.status());
+  std::vector<lease::LeaseRecord> records;
+  for (const auto& l : *leases) records.push_back({l.id, l.ttl, l.remaining_ttl});
+  lessor_->Recover(records);
+  for (const auto& l : *leases) {
+    for (const auto& k : l.keys) ETCDPP_CHECK_OK(lessor_->Attach(l.id, k));
+  }
+  // Watchers: the revisions the snapshot skipped, from its history.
+  const int64_t new_rev = store_->CurrentRevision();
+  auto history = mvcc::MakeStoreHistory(store_.get());
+  int64_t from = old_rev + 1;
+  while (history && from <= new_rev) {
+    auto b = history->ReadEvents(from, new_rev, 1000, false);
+    if (!b.ok()) {
+      Log()->warn("watchers miss revisions {}..{} (compacted in the snapshot): {}", from, new_rev,
+                  b.status().ToString());
+      break;
+    }
+    int64_t upto = std::min(new_rev, b->next_rev - 1);
+    watch_hub_->OnApplied(std::move(b->events), upto);
+    if (b->next_rev <= from) break;
+    from = b->next_rev;
+  }
+  durable_rev_ = new_rev;
+  watch_hub_->OnApplied({}, new_rev);
+  Log()->info("finished applying incoming snapshot at index {} (store applied index {}, revision {})",
+              index, applied_index_.load(), new_rev);
+}
+
+// ---- peers ----
+
+void EtcdServer::OnMessages(std::vector<raftpb::Message> messages) {
+  if (!raft_) return;
+  for (auto& m : messages) raft_->Step(std::move(m));
+}
+
+peerpb::MembersResponse EtcdServer::Members() {
+  peerpb::MembersResponse r;
+  r.set_cluster_id(cluster_id_);
+  *r.mutable_membership() = membership_.ToProto();
+  return r;
+}
+
+void EtcdServer::ReportUnreachable(uint64_t id) {
+  if (raft_) raft_->ReportUnreachable(id);
+}
+
+void EtcdServer::ReportSnapshot(uint64_t id, bool ok) {
+  if (raft_) raft_->ReportSnapshot(id, ok);
+}
+
+void EtcdServer::OnRemovedFromCluster() {
+  if (removed_.exchange(true)) return;
+  Log()->error("the member has been permanently removed from the cluster");
+  Log()->error("the data-dir used by this member must be removed.");
+  if (on_removed_) on_removed_();
+}
+
+// ---- linearizable reads ----
+
+bool EtcdServer::NeedsReadBarrier() const {
+  return !(is_leader() && membership_.VoterCount() == 1);
+}
+
+void EtcdServer::ReadBarrier(std::function<void(absl::Status)> done) {
+  if (!NeedsReadBarrier()) return done(absl::OkStatus());
+  {
+    absl::MutexLock l(&read_mu_);
+    if (!read_stopping_) {
+      read_pending_.push_back(ReadWaiter{std::move(done), absl::Now() + RequestTimeout()});
+      if (read_ctx_.empty()) StartReadRound();
+      return;
+    }
+  }
+  done(EtcdError(kErrStopped));
+}
+
+void EtcdServer::StartReadRound() {
+  if (read_pending_.empty() || !raft_) return;
+  read_inflight_ = std::move(read_pending_);
+  read_pending_.clear();
+  uint64_t id = id_gen_->Next();
+  read_ctx_.assign(reinterpret_cast<const char*>(&id), sizeof(id));
+  read_started_ = absl::Now();
+  raft_->ReadIndex(read_ctx_);
+}
+
+void EtcdServer::OnReadStates(std::vector<raft::ReadState> states) {
+  absl::MutexLock l(&read_mu_);
+  for (auto& rs : states) {
+    if (read_ctx_.empty() || rs.request_ctx != read_ctx_) continue;  // a retried round
+    read_confirmed_.emplace_back(rs.index, std::move(read_inflight_));
+    read_inflight_.clear();
+    read_ctx_.clear();
+    StartReadRound();
+  }
+}
+
+void EtcdServer::ReadLoop() {
+  for (;;) {
+    std::vector<ReadWaiter> ready;
+    {
+      absl::MutexLock l(&read_mu_);
+      auto cond = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_) {
+        return read_stopping_ || (!read_confirmed_.empty() &&
+                                  read_confirmed_.front().first <= applied_index_.load());
+      };
+      read_mu_.Await(absl::Condition(&cond));
+      if (read_stopping_) return;
+      while (!read_confirmed_.empty() && read_confirmed_.front().first <= applied_index_.load()) {
+        for (auto& w : read_confirmed_.front().second) ready.push_back(std::move(w));
+        read_confirmed_.pop_front();
+      }
+    }
+    for (auto& w : ready) w.done(absl::OkStatus());
+  }
+}
+
+void EtcdServer::HousekeepingLoop() {
+  absl::Time last_publish = absl::InfinitePast();
+  const absl::Duration read_retry = absl::Milliseconds(std::max<int64_t>(config_.election_ms, 500));
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+      if (mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(50))) return;
+    }
+    const absl::Time now = absl::Now();
+    // Requests whose entry never came back (lost with a leader, or no quorum).
+    std::vector<Done> expired;
+    std::vector<MoveWaiter> moved;
+    {
+      absl::MutexLock l(&wait_mu_);
+      for (auto it = waiters_.begin(); it != waiters_.end();) {
+        if (it->second.deadline <= now) {
+          expired.push_back(std::move(it->second.done));
+          waiters_.erase(it++);
+        } else {
+          ++it;
+        }
+      }
+      const uint64_t lead = leader();
+      for (auto it = move_waiters_.begin(); it != move_waiters_.end();) {
+        if (lead == it->target || it->deadline <= now) {
+          moved.push_back(std::move(*it));
+          it = move_waiters_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& d : expired) {
+      ApplyResult r;
+      r.status = EtcdError(kErrTimeout);
+      d(std::move(r));
+    }
+    for (auto& m : moved) {
+      m.done(leader() == m.target ? absl::OkStatus() : EtcdError(kErrTimeout));
+    }
+    // Reads: retry a round nobody answered (the leader changed or was not
+    // known); fail the reads that waited longer than a request may.
+    std::vector<ReadWaiter> timed_out;
+    {
+      absl::MutexLock l(&read_mu_);
+      auto take_expired = [&](std::vector<ReadWaiter>& v) {
+        for (auto it = v.begin(); it != v.end();) {
+          if (it->deadline <= now) {
+            timed_out.push_back(std::move(*it));
+            it = v.erase(it);
+          } else {
+            ++it;
+          }
+        }
+      };
+      take_expired(read_pending_);
+      take_expired(read_inflight_);
+      if (!read_ctx_.empty() && now - read_started_ > read_retry) {
+        for (auto& w : read_pending_) read_inflight_.push_back(std::move(w));
+        read_pending_ = std::move(read_inflight_);
+        read_inflight_.clear();
+        read_ctx_.clear();
+        StartReadRound();
+      } else if (read_ctx_.empty() && !read_pending_.empty()) {
+        StartReadRound();
+      }
+    }
+    for (auto& w : timed_out) w.done(EtcdError(kErrTimeout));
+    // Publish our name and client URLs through Raft (etcd's publish).
+    if (!published_.load() && leader() != 0 && now - last_publish > RequestTimeout()) {
+      last_publish = now;
+      internalpb::InternalRequest req;
+      auto* a = req.mutable_member_attributes();
+      a->set_id(member_id_);
+      a->set_name(config_.name);
+      for (const auto& u : config_.advertise_client_urls) a->add_client_urls(u.original);
+      Propose(std::move(req), [](ApplyResult) {});
+    }
+  }
+}
+
+// ---- membership changes ----
+
+void EtcdServer::ProposeConfChange(raftpb::ConfChange cc, MemberDone done) {
+  const uint64_t id = id_gen_->Next();
+  const uint64_t node = cc.node_id();
+  cc.set_id(id);
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return done(EtcdError(kErrStopped), {});
+  }
+  {
+    absl::MutexLock l(&wait_mu_);
+    waiters_.emplace(id, Waiter{[this, node, done](ApplyResult r) {
+                                  internalpb::Member m;
+                                  if (auto got = membership_.Get(node)) m = *got;
+                                  m.set_id(node);
+                                  done(r.status, m);
+                                },
+                                absl::Now() + RequestTimeout()});
+  }
+  raft_->ProposeConfChange(std::move(cc), [this, id](absl::Status) {
+    if (Done d = TakeWaiter(id)) {
+      ApplyResult r;
+      r.status = EtcdError(kErrNoLeader);
+      d(std::move(r));
+    }
+  });
+}
+
+void EtcdServer::AddMember(std::vector<std::string> peer_urls, bool is_learner, MemberDone done) {
+  if (peer_urls.empty()) return done(EtcdError(kErrMemberBadUrls), {});
+  for (const auto& u : peer_urls) {
+    if (!ParseUrl(u).ok()) return done(EtcdError(kErrMemberBadUrls), {});
+  }
+  if (membership_.PeerUrlInUse(peer_urls)) return done(EtcdError(kErrPeerUrlExist), {});
+  auto members = membership_.Members();
+  if (is_learner) {
+    for (const auto& m : members) {
+      if (m.is_learner()) return done(EtcdError(kErrTooManyLearners), {});
+    }
+  }
+  if (config_.strict_reconfig_check) {
+    if (!is_learner) {
+      int nvoters = 0, nstarted = 0;
+      for (const auto& m : members) {
+        if (m.is_learner()) continue;
+        ++nvoters;
+        if (!m.name().empty()) ++nstarted;
+      }
+      const int nmembers = nvoters + 1;
+      const bool one_to_two = nstarted == 1 && nmembers == 2;
+      if (!one_to_two && nstarted < nmembers / 2 + 1) {
+        return done(EtcdError(kErrMemberNotEnoughStarted), {});
+      }
+    }
+    // etcd's isConnectedFullyInCluster: every voter connected for at
+    // least its health interval (5 s).
+    const int64_t since = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now().time_since_epoch())
+                              .count() -
+                          5000;
+    for (const auto& m : members) {
+      if (m.id() == member_id_ || m.is_learner()) continue;
+      int64_t t = transport_->ActiveSinceMs(m.id());
+      if (t == 0 || t > since) return done(EtcdError(kErrUnhealthy), {});
+    }
+  }
+  // etcd's ID for an added member: its peer URLs and the time.
+  int64_t now_s = absl::ToUnixSeconds(absl::Now());
+  uint64_t id = 0;
+  do {
+    id = ComputeMemberId(peer_urls, std::to_string(now_s++));
+  } while (id == 0 || membership_.IsMember(id) || membership_.IsRemoved(id));
+  internalpb::Member m;
+  m.set_id(id);
+  for (const auto& u : peer_urls) m.add_peer_urls(u);
+  m.set_is_learner(is_learner);
+  raftpb::ConfChange cc;
+  cc.set_type(is_learner ? raftpb::ConfChangeAddLearnerNode : raftpb::ConfChangeAddNode);
+  cc.set_node_id(id);
+  cc.set_context(m.SerializeAsString());
+  ProposeConfChange(std::move(cc), std::move(done));
+}
+
+void EtcdServer::RemoveMember(uint64_t id, MemberDone done) {
+  auto target = membership_.Get(id);
+  if (!target) return done(EtcdError(kErrMemberNotFound), {});
+  if (config_.strict_reconfig_check && !target->is_learner()) {
+    int nmembers = 0, nstarted = 0;
+    std::vector<uint64_t> voters;
+    for (const auto& m : membership_.Members()) {
+      if (m.is_learner()) continue;
+      voters.push_back(m.id());
+      if (m.id() == id) continue;
+      ++nmembers;
+      if (!m.name().empty()) ++nstarted;
+    }
+    if (nstarted < nmembers / 2 + 1) return done(EtcdError(kErrMemberNotEnoughStarted), {});
+    // A member that is down is safe to remove: it is not in the active quorum.
+    const bool down = id != member_id_ && transport_->ActiveSinceMs(id) == 0;
+    if (!down) {
+      // Keep a quorum of members that have been connected for a while.
+      const int64_t since = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::steady_clock::now().time_since_epoch())
+                                .count() -
+                            5000;
+      int active = 0;
+      for (uint64_t v : voters) {
+        int64_t t = v == member_id_ ? 0 : transport_->ActiveSinceMs(v);
+        if (v == member_id_ || (t != 0 && t <= since)) ++active;
+      }
+      const int n = static_cast<int>(voters.size());
+      if (active - 1 < 1 + (n - 1) / 2) return done(EtcdError(kErrUnhealthy), {});
+    }
+  }
+  raftpb::ConfChange cc;
+  cc.set_type(raftpb::ConfChangeRemoveNode);
+  cc.set_node_id(id);
+  internalpb::Member gone = *target;
+  ProposeConfChange(std::move(cc), [done, gone](absl::Status st, internalpb::Member) {
+    done(st, gone);
+  });
+}
+
+void EtcdServer::UpdateMember(uint64_t id, std::vector<std::string> peer_urls, MemberDone done) {
+  if (peer_urls.empty()) return done(EtcdError(kErrMemberBadUrls), {});
+  for (const auto& u : peer_urls) {
+    if (!ParseUrl(u).ok()) return done(EtcdError(kErrMemberBadUrls), {});
+  }
+  auto target = membership_.Get(id);
+  if (!target) return done(EtcdError(kErrMemberNotFound), {});
+  if (membership_.PeerUrlInUse(peer_urls, id)) return done(EtcdError(kErrPeerUrlExist), {});
+  internalpb::Member m = *target;
+  m.clear_peer_urls();
+  for (const auto& u : peer_urls) m.add_peer_urls(u);
+  raftpb::ConfChange cc;
+  cc.set_type(raftpb::ConfChangeUpdateNode);
+  cc.set_node_id(id);
+  cc.set_context(m.SerializeAsString());
+  ProposeConfChange(std::move(cc), std::move(done));
+}
+
+void EtcdServer::PromoteMember(uint64_t id, MemberDone done) {
+  auto target = membership_.Get(id);
+  if (!target) return done(EtcdError(kErrMemberNotFound), {});
+  if (!target->is_learner()) return done(EtcdError(kErrMemberNotLearner), {});
+  if (!is_leader()) return done(EtcdError(kErrNotLeader), {});
+  if (config_.strict_reconfig_check) {
+    int nmembers = 1, nstarted = 0;
+    for (const auto& m : membership_.Members()) {
+      if (m.is_learner()) continue;
+      ++nmembers;
+      if (!m.name().empty()) ++nstarted;
+    }
+    if (nstarted < nmembers / 2 + 1) return done(EtcdError(kErrMemberNotEnoughStarted), {});
+  }
+  // etcd: the learner's log must be within 10% of the leader's.
+  raft::RaftStatus st = raft_->Status();
+  auto lp = st.progress.find(member_id_);
+  auto pp = st.progress.find(id);
+  if (lp == st.progress.end() || pp == st.progress.end() ||
+      static_cast<double>(pp->second.match) < static_cast<double>(lp->second.match) * 0.9) {
+    return done(EtcdError(kErrLearnerNotReady), {});
+  }
+  internalpb::Member m = *target;
+  m.set_is_learner(false);
+  raftpb::ConfChange cc;
+  cc.set_type(raftpb::ConfChangeAddNode);
+  cc.set_node_id(id);
+  cc.set_context(m.SerializeAsString());
+  ProposeConfChange(std::move(cc), std::move(done));
+}
+
+void EtcdServer::MoveLeader(uint64_t target, std::function<void(absl::Status)> done) {
+  if (!is_leader()) return done(EtcdError(kErrNotLeader));
+  auto m = membership_.Get(target);
+  if (!m || m->is_learner()) return done(EtcdError(kErrBadLeaderTransferee));
+  if (target == member_id_) return done(absl::OkStatus());
+  {
+    absl::MutexLock l(&wait_mu_);
+    move_waiters_.push_back(MoveWaiter{target, absl::Now() + RequestTimeout(), std::move(done)});
+  }
+  raft_->TransferLeader(target);
+}
 
 }  // namespace etcdpp::server

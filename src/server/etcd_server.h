@@ -10,8 +10,19 @@
 // waiter. The WAL is the durability point: RocksDB is not fsynced per batch;
 // after a crash the WAL replays whatever RocksDB lost.
 //
-// Reads never go through Raft on a single member: applied state is
-// committed, so reading it is linearizable. (Clusters will use ReadIndex.)
+// Reads: a serializable read is served from the local applied state at
+// once. A linearizable read first passes a read barrier: a batched raft
+// ReadIndex round (one round serves every read that arrived while the
+// previous one was in flight), then waits until this member applied up to
+// the index the leader confirmed. A single voter skips the round: what it
+// applied is committed and nobody else can commit.
+//
+// Clusters: the member talks to its peers through the PeerTransport on the
+// peer port; followers forward proposals to the leader (Raft does it);
+// membership changes are raft conf changes carrying the member, applied in
+// log order into the Membership recorded beside the applied index. A
+// follower that fell behind the leader's log receives a checkpoint of the
+// leader's store and installs it in place of its own (SwappableStore).
 #pragma once
 
 #include <atomic>
@@ -19,6 +30,8 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,6 +49,8 @@
 #include "server/applier.h"
 #include "server/config.h"
 #include "server/ids.h"
+#include "server/membership.h"
+#include "server/peer/transport.h"
 #include "server/raft_node.h"
 
 namespace etcdpp::server {
@@ -54,7 +69,7 @@ struct MemberInfo {
   bool is_learner = false;
 };
 
-class EtcdServer {
+class EtcdServer final : public peer::PeerHandler {
  public:
   using Done = std::function<void(ApplyResult)>;
 
@@ -62,16 +77,25 @@ class EtcdServer {
   // the apply loop. Fails with a clear message if another process holds the
   // data dir or the flags do not describe a single member including us.
   static absl::StatusOr<std::unique_ptr<EtcdServer>> Start(const ServerConfig& config);
-  ~EtcdServer();
+  ~EtcdServer() override;
+  // Waits (bounded) until a leader is known and what was committed before
+  // the start is applied. Serve the peer port first: peers elect the leader.
+  void WaitReady();
 
   // Validated request → Raft. `done` runs on the apply thread once the
   // request is committed and applied (or fails with etcd's error, e.g. when
   // no leader can take it). Thread-safe.
   void Propose(internalpb::InternalRequest req, Done done);
 
-  // Serves a Range on the local store (serializable and, on a single member
-  // whose applied state is durable, linearizable). Thread-safe.
+  // Serves a Range on the local applied state. Linearizable only after
+  // ReadBarrier. Thread-safe.
   absl::Status Range(const etcdserverpb::RangeRequest& r, etcdserverpb::RangeResponse* resp);
+  // Whether a linearizable read needs a ReadIndex round here.
+  bool NeedsReadBarrier() const;
+  // `done` runs (at once, or on the read thread) when this member's applied
+  // state includes everything committed before the call, or with etcd's
+  // error (request timed out, stopped). Thread-safe.
+  void ReadBarrier(std::function<void(absl::Status)> done);
 
   // Sets cluster_id, member_id, raft_term and, when 0 and `with_revision`,
   // the revision (etcd's cluster service answers without one).
@@ -86,8 +110,26 @@ class EtcdServer {
 
   void FillStatus(etcdserverpb::StatusResponse* resp) const;
   absl::StatusOr<mvcc::HashKVResult> HashKV(int64_t rev) const { return store_->HashKV(rev); }
-  std::vector<MemberInfo> Members() const;
+  std::vector<MemberInfo> MemberList() const;
+  bool IsLearner() const;
+  uint64_t leader() const { return raft_ ? raft_->lead() : 0; }
+  bool is_leader() const { return raft_ && raft_->is_leader(); }
+  // The client URLs of the current leader (empty if none is known).
+  std::vector<std::string> LeaderClientUrls() const;
+  std::vector<std::string> LeaderPeerUrls() const;
 
+  // Cluster membership changes (etcd's Cluster service): validated as etcd
+  // does (including --strict-reconfig-check), proposed as a raft conf
+  // change, `done` called once it is applied here (or failed). Thread-safe.
+  using MemberDone = std::function<void(absl::Status, internalpb::Member)>;
+  void AddMember(std::vector<std::string> peer_urls, bool is_learner, MemberDone done);
+  void RemoveMember(uint64_t id, MemberDone done);
+  void UpdateMember(uint64_t id, std::vector<std::string> peer_urls, MemberDone done);
+  // Leader only (the caller forwards otherwise): refused until the learner
+  // caught up with the leader's log.
+  void PromoteMember(uint64_t id, MemberDone done);
+  // Leader only: hands leadership to `target`, done once it took over.
+  void MoveLeader(uint64_t target, std::function<void(absl::Status)> done);
   // The member's watch manager, fed by the apply loop after each durable
   // batch. Owned; lives until the server is destroyed.
   mvcc::WatchHub* watch_hub() const { return watch_hub_.get(); }
@@ -110,21 +152,78 @@ class EtcdServer {
   // node loop, fails the waiting requests with "server stopped". Idempotent.
   void Stop();
 
+  // The peer transport's receiving side, to serve on --listen-peer-urls.
+  grpc::Service* peer_service() { return transport_->service(); }
+  // Called (once, on some thread) when this member learned that it was
+  // removed from the cluster: the daemon then stops, as etcd does.
+  void set_on_removed(std::function<void()> f) { on_removed_ = std::move(f); }
+
+  // Request timeout (etcd's ReqTimeout: 5 s + 2 election timeouts).
+  absl::Duration RequestTimeout() const;
+
  private:
+  // peer::PeerHandler
+  void OnMessages(std::vector<raftpb::Message> messages) override;
+  absl::Status OnSnapshot(raftpb::Message message, std::string dir) override;
+  bool IsRemoved(uint64_t id) override { return membership_.IsRemoved(id); }
+  peerpb::MembersResponse Members() override;
+  absl::StatusOr<std::string> PrepareSnapshot(const raftpb::Message& message) override;
+  void ReportUnreachable(uint64_t id) override;
+  void ReportSnapshot(uint64_t id, bool ok) override;
+  void OnRemovedFromCluster() override;
+
   explicit EtcdServer(const ServerConfig& config) : config_(config) {}
   absl::Status Init();
   void ApplyLoop();
   // Leader only: proposes the revoke of expired leases (rate-limited).
   void LeaseExpiryLoop();
+  void TransferLeadershipOnStop();
   // Applies one committed conf change entry and records the membership.
-  void ApplyConfChangeEntry(const raftpb::Entry& e);
+  // Entries at or below the applied index (replayed after a snapshot that
+  // already holds them) only update Raft.
+  void ApplyConfChangeEntry(const raftpb::Entry& e, bool already_applied);
+  // Checks a committed conf change against the membership (etcd's
+  // ValidateConfigurationChange).
+  absl::Status ValidateConfChange(const raftpb::ConfChange& cc) const;
+  void ProposeConfChange(raftpb::ConfChange cc, MemberDone done);
+  // Installs a snapshot received from the leader (apply thread).
+  void InstallSnapshot(const raftpb::Snapshot& snap);
+  // Opens the store at `dir`, switching to a received snapshot first when
+  // the WAL says one was accepted that the store does not hold yet.
+  absl::Status OpenStore();
+  // Brings the transport's peer list in line with the membership.
+  void SyncPeers();
+  void PersistMembership(mvcc::Store::WriteTxn* txn);
+  // Housekeeping thread: request timeouts, ReadIndex retries, publishing
+  // this member's attributes.
+  void HousekeepingLoop();
+  void StartReadRound() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
+  void OnReadStates(std::vector<raft::ReadState> states);
+  void ReadLoop();
   Done TakeWaiter(uint64_t id);
   void FailAllWaiters(absl::Status status);
   ApplyResult ApplyAlarm(const etcdserverpb::AlarmRequest& req);
 
   const ServerConfig config_;
+  std::string member_dir_;
   std::unique_ptr<FileLock> lock_;
-  std::unique_ptr<mvcc::Store> store_;
+  std::unique_ptr<mvcc::SwappableStore> store_;
+  std::string store_dir_;  // the directory the current store lives in (apply thread)
+  Membership membership_;
+  std::unique_ptr<peer::PeerTransport> transport_;
+  std::function<void()> on_removed_;
+  std::atomic<bool> removed_{false};
+  std::atomic<bool> published_{false};
+  absl::Mutex peers_mu_;
+  std::set<uint64_t> known_peers_ ABSL_GUARDED_BY(peers_mu_);
+  // MoveLeader calls waiting for the transfer (housekeeping checks them).
+  struct MoveWaiter {
+    uint64_t target;
+    absl::Time deadline;
+    std::function<void(absl::Status)> done;
+  };
+  std::vector<MoveWaiter> move_waiters_ ABSL_GUARDED_BY(wait_mu_);
+  std::atomic<uint64_t> snapshot_seq_{0};
   std::unique_ptr<lease::Lessor> lessor_;
   std::unique_ptr<Applier> applier_;
   std::unique_ptr<mvcc::WatchHub> watch_hub_;
@@ -142,14 +241,39 @@ class EtcdServer {
   raftpb::ConfState conf_state_;   // apply thread: membership as of applied_index_
   uint64_t last_log_compaction_ = 0;  // apply thread
 
+  struct Waiter {
+    Done done;
+    absl::Time deadline;
+  };
   absl::Mutex wait_mu_;  // leaf lock
-  absl::flat_hash_map<uint64_t, Done> waiters_ ABSL_GUARDED_BY(wait_mu_);
+  absl::flat_hash_map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(wait_mu_);
+
+  // Linearizable reads (see the top of this file).
+  struct ReadWaiter {
+    std::function<void(absl::Status)> done;
+    absl::Time deadline;
+  };
+  absl::Mutex read_mu_;
+  std::vector<ReadWaiter> read_pending_ ABSL_GUARDED_BY(read_mu_);   // next round
+  std::vector<ReadWaiter> read_inflight_ ABSL_GUARDED_BY(read_mu_);  // this round
+  std::string read_ctx_ ABSL_GUARDED_BY(read_mu_);                   // "" = none in flight
+  absl::Time read_started_ ABSL_GUARDED_BY(read_mu_);
+  // Confirmed rounds: serve once applied_index_ reaches the index.
+  std::deque<std::pair<uint64_t, std::vector<ReadWaiter>>> read_confirmed_
+      ABSL_GUARDED_BY(read_mu_);
+  bool read_stopping_ ABSL_GUARDED_BY(read_mu_) = false;
+  std::thread read_thread_;
+  std::thread housekeeping_thread_;
 
   mutable absl::Mutex alarm_mu_;  // leaf lock
   std::vector<etcdserverpb::AlarmMember> alarms_ ABSL_GUARDED_BY(alarm_mu_);
 
   absl::Mutex mu_;  // guards the queue; never held while applying
-  std::deque<raftpb::Entry> committed_ ABSL_GUARDED_BY(mu_);  // to apply, in order
+  struct ApplyItem {
+    raftpb::Entry entry;
+    std::optional<raftpb::Snapshot> snapshot;  // set: install this instead
+  };
+  std::deque<ApplyItem> committed_ ABSL_GUARDED_BY(mu_);  // to apply, in order
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread apply_thread_;
   std::thread lease_thread_;

@@ -3,6 +3,8 @@
 #include <deque>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "peer.grpc.pb.h"
 #include "rpc.grpc.pb.h"
 #include "server/errors.h"
 #include "server/services.h"
@@ -13,10 +15,26 @@ namespace {
 using grpc::CallbackServerContext;
 using grpc::ServerUnaryReactor;
 
+void FillTimeToLive(EtcdServer* s, const etcdserverpb::LeaseTimeToLiveRequest& req,
+                    etcdserverpb::LeaseTimeToLiveResponse* resp) {
+  auto t = s->lessor()->GetTimeToLive(req.id(), req.keys());
+  resp->set_id(req.id());
+  if (!t) {
+    resp->set_ttl(-1);  // etcd: a lease that is gone answers TTL -1, not an error
+  } else {
+    resp->set_ttl(t->ttl);
+    resp->set_grantedttl(t->granted_ttl);
+    for (auto& k : t->keys) resp->add_keys(std::move(k));
+  }
+  s->FillHeader(resp->mutable_header());
+}
+
 // One keepalive stream: a request renews one lease and is answered with its
-// TTL (0 when the lease is gone, as etcd answers). One read and one write in
-// flight; reading pauses while too many answers wait for a slow client, so a
-// client that never reads cannot grow our memory.
+// TTL (0 when the lease is gone, as etcd answers). On a follower the renewal
+// is forwarded to the leader (PeerLease.Renew on its peer port), whose clock
+// alone decides expiry. One read and one write in flight; reading pauses
+// while too many answers (or forwarded renewals) wait, so a client that
+// never reads cannot grow our memory.
 class KeepAliveReactor final
     : public grpc::ServerBidiReactor<etcdserverpb::LeaseKeepAliveRequest,
                                      etcdserverpb::LeaseKeepAliveResponse> {
@@ -25,28 +43,23 @@ class KeepAliveReactor final
 
   void OnReadDone(bool ok) override {
     absl::MutexLock l(&mu_);
-    if (!ok) {
+    if (!ok || failed_ || finished_) {
       reads_done_ = true;
       MaybeFinishLocked();
       return;
     }
-    etcdserverpb::LeaseKeepAliveResponse resp;
-    resp.set_id(req_.id());
-    auto ttl = s_->lessor()->Renew(req_.id());
+    const int64_t id = req_.id();
+    auto ttl = s_->lessor()->Renew(id);
     if (!ttl.ok() && ttl.status().message() == lease::kErrNotPrimary) {
-      // Forwarding keepalives to the leader comes with clusters.
-      finished_ = true;
-      Finish(ToGrpcStatus(EtcdError(kErrNoLeader)));
-      return;
+      ForwardLocked(id);
+    } else {
+      etcdserverpb::LeaseKeepAliveResponse resp;
+      resp.set_id(id);
+      resp.set_ttl(ttl.ok() ? *ttl : 0);
+      s_->FillHeader(resp.mutable_header());
+      QueueLocked(std::move(resp));
     }
-    resp.set_ttl(ttl.ok() ? *ttl : 0);
-    s_->FillHeader(resp.mutable_header());
-    out_.push_back(std::move(resp));
-    if (!writing_) {
-      writing_ = true;
-      StartWrite(&out_.front());
-    }
-    if (out_.size() < kMaxQueued) {
+    if (out_.size() + forwarding_ < kMaxQueued) {
       StartRead(&req_);
     } else {
       read_paused_ = true;
@@ -66,10 +79,7 @@ class KeepAliveReactor final
       writing_ = true;
       StartWrite(&out_.front());
     }
-    if (read_paused_ && out_.size() < kMaxQueued) {
-      read_paused_ = false;
-      StartRead(&req_);
-    }
+    ResumeReadLocked();
     MaybeFinishLocked();
   }
 
@@ -78,10 +88,74 @@ class KeepAliveReactor final
  private:
   static constexpr size_t kMaxQueued = 64;
 
+  void QueueLocked(etcdserverpb::LeaseKeepAliveResponse resp) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    out_.push_back(std::move(resp));
+    if (!writing_ && !finished_) {
+      writing_ = true;
+      StartWrite(&out_.front());
+    }
+  }
+
+  void ResumeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (read_paused_ && !finished_ && out_.size() + forwarding_ < kMaxQueued) {
+      read_paused_ = false;
+      StartRead(&req_);
+    }
+  }
+
+  // A follower: the leader renews. The stream ends with etcd's error when
+  // no leader can be asked (the client reconnects and retries).
+  void ForwardLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto ch = LeaderPeerChannel(s_);
+    if (!ch) {
+      FailLocked(EtcdError(kErrNoLeader));
+      return;
+    }
+    struct Call {
+      grpc::ClientContext ctx;
+      peerpb::LeaseRenewRequest req;
+      peerpb::LeaseRenewResponse resp;
+      std::unique_ptr<peerpb::PeerLease::Stub> stub;
+    };
+    auto* call = new Call;
+    call->req.set_id(id);
+    call->stub = peerpb::PeerLease::NewStub(ch);
+    call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + s_->RequestTimeout()));
+    ++forwarding_;
+    call->stub->async()->Renew(&call->ctx, &call->req, &call->resp,
+                               [this, call, id](grpc::Status st) {
+                                 absl::MutexLock l(&mu_);
+                                 --forwarding_;
+                                 if (st.ok() || st.error_code() == grpc::StatusCode::NOT_FOUND) {
+                                   etcdserverpb::LeaseKeepAliveResponse resp;
+                                   resp.set_id(id);
+                                   resp.set_ttl(st.ok() ? call->resp.ttl() : 0);
+                                   s_->FillHeader(resp.mutable_header());
+                                   QueueLocked(std::move(resp));
+                                 } else {
+                                   FailLocked(EtcdError(st.error_code() ==
+                                                                grpc::StatusCode::DEADLINE_EXCEEDED
+                                                            ? kErrTimeout
+                                                            : kErrNoLeader));
+                                 }
+                                 delete call;
+                                 ResumeReadLocked();
+                                 MaybeFinishLocked();
+                               });
+  }
+
+  void FailLocked(absl::Status st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!failed_) finish_status_ = ToGrpcStatus(st);
+    failed_ = true;
+    MaybeFinishLocked();
+  }
+
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_ || writing_ || !(reads_done_ || failed_)) return;
+    // Never finish while a read, a write or a forwarded renewal is in
+    // flight: each of them calls back into this reactor.
+    if (finished_ || writing_ || forwarding_ > 0 || !(reads_done_ || failed_)) return;
     finished_ = true;
-    Finish(grpc::Status::OK);
+    Finish(finish_status_);
   }
 
   EtcdServer* s_;
@@ -93,6 +167,8 @@ class KeepAliveReactor final
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool failed_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  size_t forwarding_ ABSL_GUARDED_BY(mu_) = 0;
+  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
 };
 
 class LeaseService final : public etcdserverpb::Lease::CallbackService {
@@ -125,17 +201,33 @@ class LeaseService final : public etcdserverpb::Lease::CallbackService {
   ServerUnaryReactor* LeaseTimeToLive(CallbackServerContext* ctx,
                                       const etcdserverpb::LeaseTimeToLiveRequest* req,
                                       etcdserverpb::LeaseTimeToLiveResponse* resp) override {
-    auto t = s_->lessor()->GetTimeToLive(req->id(), req->keys());
-    resp->set_id(req->id());
-    if (!t) {
-      resp->set_ttl(-1);  // etcd: a lease that is gone answers TTL -1, not an error
-    } else {
-      resp->set_ttl(t->ttl);
-      resp->set_grantedttl(t->granted_ttl);
-      for (auto& k : t->keys) resp->add_keys(std::move(k));
-    }
-    s_->FillHeader(resp->mutable_header());
     auto* reactor = ctx->DefaultReactor();
+    // Only the leader knows how long a lease has left: a follower asks it
+    // (and answers from what it knows if it cannot).
+    if (auto ch = s_->is_leader() ? nullptr : LeaderPeerChannel(s_)) {
+      struct Call {
+        grpc::ClientContext ctx;
+        etcdserverpb::LeaseTimeToLiveRequest req;
+        std::unique_ptr<peerpb::PeerLease::Stub> stub;
+      };
+      auto* call = new Call;
+      call->req = *req;
+      call->stub = peerpb::PeerLease::NewStub(ch);
+      call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + s_->RequestTimeout()));
+      call->stub->async()->TimeToLive(&call->ctx, &call->req, resp,
+                                      [this, call, reactor, resp](grpc::Status st) {
+                                        if (st.ok()) {
+                                          s_->FillHeader(resp->mutable_header());
+                                        } else {
+                                          resp->Clear();
+                                          FillTimeToLive(s_, call->req, resp);
+                                        }
+                                        reactor->Finish(grpc::Status::OK);
+                                        delete call;
+                                      });
+      return reactor;
+    }
+    FillTimeToLive(s_, *req, resp);
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
@@ -159,10 +251,51 @@ class LeaseService final : public etcdserverpb::Lease::CallbackService {
   EtcdServer* s_;
 };
 
+// The leader's side of forwarded lease requests (on the peer port).
+class PeerLeaseService final : public peerpb::PeerLease::CallbackService {
+ public:
+  explicit PeerLeaseService(EtcdServer* s) : s_(s) {}
+
+  ServerUnaryReactor* Renew(CallbackServerContext* ctx, const peerpb::LeaseRenewRequest* req,
+                            peerpb::LeaseRenewResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    auto ttl = s_->lessor()->Renew(req->id());
+    if (ttl.ok()) {
+      resp->set_ttl(*ttl);
+      reactor->Finish(grpc::Status::OK);
+    } else if (ttl.status().message() == lease::kErrNotPrimary) {
+      reactor->Finish(ToGrpcStatus(EtcdError(kErrNotLeader)));
+    } else {
+      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, kErrLeaseNotFound));
+    }
+    return reactor;
+  }
+
+  ServerUnaryReactor* TimeToLive(CallbackServerContext* ctx,
+                                 const etcdserverpb::LeaseTimeToLiveRequest* req,
+                                 etcdserverpb::LeaseTimeToLiveResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (!s_->is_leader()) {
+      reactor->Finish(ToGrpcStatus(EtcdError(kErrNotLeader)));
+      return reactor;
+    }
+    FillTimeToLive(s_, *req, resp);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  EtcdServer* s_;
+};
+
 }  // namespace
 
 std::unique_ptr<grpc::Service> MakeLeaseService(EtcdServer* server) {
   return std::make_unique<LeaseService>(server);
+}
+
+std::unique_ptr<grpc::Service> MakePeerLeaseService(EtcdServer* server) {
+  return std::make_unique<PeerLeaseService>(server);
 }
 
 }  // namespace etcdpp::server

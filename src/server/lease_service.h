@@ -12,5 +12,7 @@ namespace etcdpp::server {
 
 // `server` is not owned and must outlive the service.
 std::unique_ptr<grpc::Service> MakeLeaseService(EtcdServer* server);
+// The leader's side of lease requests followers forward (peer port).
+std::unique_ptr<grpc::Service> MakePeerLeaseService(EtcdServer* server);
 
 }  // namespace etcdpp::server

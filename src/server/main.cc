@@ -27,6 +27,7 @@
 #include "server/http/listener.h"
 #include "server/http/metrics.h"
 #include "server/ids.h"
+#include "server/lease_service.h"
 #include "server/services.h"
 #include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
@@ -123,6 +124,7 @@ int Run(int argc, char** argv) {
   SetupLogging(config);
   auto log = spdlog::get("etcdmain");
   auto embed = spdlog::get("embed");
+  for (const auto& i : parsed->infos) log->info("{}", i);
   for (const auto& w : parsed->warnings) log->warn("{}", w);
   log->info("etcdpp Version: {} (etcd API {})", kEtcdppVersion, kEtcdApiVersion);
   embed->info("name = {}", config.name);
@@ -144,9 +146,38 @@ int Run(int argc, char** argv) {
   for (const auto& u : config.listen_client_urls) {
     if (auto st = CheckListenable(u); !st.ok()) return Fail(std::string(st.message()));
   }
+  for (const auto& u : config.listen_peer_urls) {
+    if (auto st = CheckListenable(u); !st.ok()) return Fail(std::string(st.message()));
+  }
 
   auto server = EtcdServer::Start(config);
+  if (!server.ok() && server.status().code() == absl::StatusCode::kAborted) {
+    // Removed from the cluster: nothing to serve, not an error (etcd exits 0).
+    spdlog::get("etcdserver")->error("{}", std::string(server.status().message()));
+    spdlog::get("etcdserver")->error("the data-dir used by this member must be removed.");
+    return 0;
+  }
   if (!server.ok()) return Fail(std::string(server.status().message()));
+  // Removed from the cluster: stop as if told to (etcd exits too).
+  (*server)->set_on_removed([] { kill(getpid(), SIGTERM); });
+
+  // The peer port: raft messages, snapshots, the member list for joiners.
+  grpc::ServerBuilder peer_builder;
+  peer_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  peer_builder.SetMaxReceiveMessageSize(INT_MAX);
+  peer_builder.SetMaxSendMessageSize(INT_MAX);
+  for (const auto& u : config.listen_peer_urls) {
+    peer_builder.AddListeningPort(u.HostPort(), grpc::InsecureServerCredentials());
+  }
+  peer_builder.RegisterService((*server)->peer_service());
+  std::unique_ptr<grpc::Service> peer_lease = MakePeerLeaseService(server->get());
+  peer_builder.RegisterService(peer_lease.get());
+  std::unique_ptr<grpc::Server> peer_server = peer_builder.BuildAndStart();
+  if (!peer_server) return Fail("cannot start the peer server on --listen-peer-urls");
+  for (const auto& u : config.listen_peer_urls) {
+    embed->info("listening for peers on {}", u.original);
+  }
+  (*server)->WaitReady();
 
   // One port, two protocols (etcd's cmux): the listener accepts, peeks at
   // the first bytes and hands HTTP/2 connections to gRPC, the rest to HTTP.
@@ -222,8 +253,12 @@ int Run(int argc, char** argv) {
   http_server.Stop();
   metrics_http.Stop();
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // Stopping the server hands leadership over (peers still needed), then
+  // stops the transport, which ends the peer streams the peer server holds.
   (*server)->Stop();
+  peer_server->Shutdown(std::chrono::system_clock::now());
   grpc_server->Wait();
+  peer_server->Wait();
   server->reset();
   log->info("stopped");
   return 0;

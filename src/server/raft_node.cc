@@ -1,5 +1,7 @@
 #include "server/raft_node.h"
 
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -126,15 +128,80 @@ absl::Status RaftNode::Init() {
   c.pre_vote = options_.pre_vote;
   c.check_quorum = true;
   c.logger = RaftLogger();
+  if (existed && options_.force_new_cluster) ETCDPP_RETURN_IF_ERROR(ForceNewCluster());
   ETCDPP_ASSIGN_OR_RETURN(node_, raft::RawNode::Create(c));
   if (!existed) {
-    ETCDPP_RETURN_IF_ERROR(node_->Bootstrap(options_.bootstrap_voters));
+    // A member joining an existing cluster starts empty and hears from the
+    // leader; one of a new cluster writes the bootstrap entries.
+    if (!options_.bootstrap_voters.empty()) {
+      ETCDPP_RETURN_IF_ERROR(node_->Bootstrap(options_.bootstrap_voters));
+    }
     campaign_at_start_ = OnlyVoterIs(options_.bootstrap_voters, id_);
   } else {
     std::vector<uint64_t> voters(options_.applied_conf_state.voters().begin(),
                                  options_.applied_conf_state.voters().end());
     campaign_at_start_ = voters.empty() ? OnlyVoterIs(options_.bootstrap_voters, id_)
                                         : OnlyVoterIs(voters, id_);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RaftNode::ForceNewCluster() {
+  // Who else is a member as of the last committed entry: the membership as
+  // of the applied index, then every committed conf change after it.
+  ETCDPP_ASSIGN_OR_RETURN(uint64_t first, storage_.FirstIndex());
+  ETCDPP_ASSIGN_OR_RETURN(uint64_t last, storage_.LastIndex());
+  raftpb::HardState hs = storage_.hard_state();
+  const uint64_t commit = std::min(hs.commit(), last);
+  std::set<uint64_t> others;
+  for (uint64_t id : options_.applied_conf_state.voters()) others.insert(id);
+  for (uint64_t id : options_.applied_conf_state.learners()) others.insert(id);
+  std::vector<raftpb::Entry> committed;
+  if (commit >= first) {
+    ETCDPP_ASSIGN_OR_RETURN(committed, storage_.Entries(first, commit + 1, UINT64_MAX));
+  }
+  for (const raftpb::Entry& e : committed) {
+    if (e.index() <= options_.applied_index || e.type() != raftpb::EntryConfChange) continue;
+    raftpb::ConfChange cc;
+    if (!cc.ParseFromString(e.data())) continue;
+    if (cc.type() == raftpb::ConfChangeRemoveNode) others.erase(cc.node_id());
+    else if (cc.type() != raftpb::ConfChangeUpdateNode) others.insert(cc.node_id());
+  }
+  others.erase(id_);
+  // Drop the uncommitted tail: nobody else will ever vote for it.
+  uint64_t term = hs.term();
+  if (commit >= first) {
+    ETCDPP_ASSIGN_OR_RETURN(term, storage_.Term(commit));
+    term = std::max(term, hs.term());
+  }
+  std::vector<raftpb::Entry> ents;
+  uint64_t index = commit;
+  for (uint64_t id : others) {
+    raftpb::ConfChange cc;
+    cc.set_type(raftpb::ConfChangeRemoveNode);
+    cc.set_node_id(id);
+    raftpb::Entry e;
+    e.set_type(raftpb::EntryConfChange);
+    e.set_term(term);
+    e.set_index(++index);
+    e.set_data(cc.SerializeAsString());
+    ents.push_back(std::move(e));
+  }
+  hs.set_commit(index);
+  hs.set_term(term);
+  std::vector<wal::Entry> wents;
+  for (const raftpb::Entry& e : ents) wents.push_back({e.index(), e.term(), e.SerializeAsString()});
+  // An empty batch still rewrites the hard state (commit) durably.
+  ETCDPP_RETURN_IF_ERROR(wal_->Save({hs.term(), hs.vote(), hs.commit()}, wents, true));
+  // (With nobody to remove, an uncommitted tail stays: this member, now
+  // alone, commits it as any new leader would.)
+  if (!ents.empty()) ETCDPP_RETURN_IF_ERROR(storage_.Append(ents));
+  storage_.SetHardState(hs);
+  commit_ = hs.commit();
+  auto log = spdlog::get("etcdserver");
+  if (log) {
+    log->warn("forcing a new cluster: removing {} other member(s) at commit index {}",
+              others.size(), index);
   }
   return absl::OkStatus();
 }
@@ -172,6 +239,42 @@ void RaftNode::Step(raftpb::Message m) {
 
 void RaftNode::ReadIndex(std::string ctx) {
   Enqueue([ctx = std::move(ctx)](raft::RawNode& n) mutable { n.ReadIndex(std::move(ctx)); });
+}
+
+void RaftNode::ProposeConfChange(raftpb::ConfChange cc,
+                                 std::function<void(absl::Status)> on_dropped) {
+  Enqueue([cc = std::move(cc), on_dropped = std::move(on_dropped)](raft::RawNode& n) {
+    absl::Status st = n.ProposeConfChange(cc);
+    if (!st.ok() && on_dropped) on_dropped(st);
+  });
+}
+
+void RaftNode::TransferLeader(uint64_t transferee) {
+  Enqueue([transferee](raft::RawNode& n) { n.TransferLeader(transferee); });
+}
+
+void RaftNode::ReportUnreachable(uint64_t id) {
+  Enqueue([id](raft::RawNode& n) { n.ReportUnreachable(id); });
+}
+
+void RaftNode::ReportSnapshot(uint64_t id, bool ok) {
+  Enqueue([id, ok](raft::RawNode& n) {
+    n.ReportSnapshot(id, ok ? raft::SnapshotStatus::kFinish : raft::SnapshotStatus::kFailure);
+  });
+}
+
+raft::RaftStatus RaftNode::Status() {
+  auto done = std::make_shared<absl::Notification>();
+  auto out = std::make_shared<raft::RaftStatus>();
+  Enqueue([done, out](raft::RawNode& n) {
+    *out = n.GetStatus();
+    done->Notify();
+  });
+  while (!done->WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return raft::RaftStatus();
+  }
+  return *out;
 }
 
 void RaftNode::CompactLog(uint64_t index, raftpb::ConfState cs) {
@@ -256,9 +359,15 @@ void RaftNode::HandleReady(raft::Ready rd) {
     lead_ = rd.soft_state->lead;
     if (options_.on_leader_change) options_.on_leader_change(rd.soft_state->lead, term_.load());
   }
-  // Snapshots arrive with log compaction and clusters; a single member never
-  // receives one.
-  ETCDPP_CHECK(!rd.snapshot.has_value());
+  // 0. A snapshot from the leader: its marker goes to the WAL first (the
+  // entries of this Ready follow it), then the log restarts at it.
+  if (rd.snapshot) {
+    const auto& md = rd.snapshot->metadata();
+    ETCDPP_CHECK_OK(wal_->SaveSnapshot(wal::SnapshotMarker{md.index(), md.term()}));
+    ETCDPP_CHECK_OK(storage_.ApplySnapshot(*rd.snapshot));
+    snapshot_index_ = md.index();
+    if (options_.on_snapshot) options_.on_snapshot(*rd.snapshot);
+  }
 
   // 1. Persist: entries, then hard state; one fdatasync when Raft needs it.
   if (!rd.entries.empty() || rd.hard_state) {

@@ -49,7 +49,12 @@ class RaftNode {
     uint64_t id = 0;
     std::string wal_dir;
     std::string wal_metadata;                // written when the WAL is created
-    std::vector<uint64_t> bootstrap_voters;  // used when the WAL is created
+    // Used when the WAL is created: the voters of a new cluster. Empty for a
+    // member joining an existing cluster (it waits for the leader's log).
+    std::vector<uint64_t> bootstrap_voters;
+    // --force-new-cluster: drop the uncommitted tail of the log and commit
+    // the removal of every other member, so this one continues alone.
+    bool force_new_cluster = false;
     uint64_t applied_index = 0;              // the state machine's consistent index
     raftpb::ConfState applied_conf_state;    // membership as of applied_index
     std::chrono::milliseconds tick_interval{100};  // --heartbeat-interval
@@ -69,6 +74,10 @@ class RaftNode {
     std::function<void(uint64_t lead, uint64_t term)> on_leader_change;
     // Node thread: ReadIndex answers.
     std::function<void(std::vector<raft::ReadState>)> on_read_states;
+    // Node thread: a snapshot from the leader was made durable in the WAL;
+    // the state machine must install it before applying anything after it.
+    // Called before the committed entries of the same Ready.
+    std::function<void(raftpb::Snapshot)> on_snapshot;
   };
 
   // Opens or creates the WAL, rebuilds the log, starts the node thread. A
@@ -82,6 +91,13 @@ class RaftNode {
   void Propose(std::string data, std::function<void(absl::Status)> on_dropped);
   void Step(raftpb::Message m);
   void ReadIndex(std::string ctx);
+  void ProposeConfChange(raftpb::ConfChange cc, std::function<void(absl::Status)> on_dropped);
+  void TransferLeader(uint64_t transferee);
+  void ReportUnreachable(uint64_t id);
+  void ReportSnapshot(uint64_t id, bool ok);
+  // The node's status (progress of every member on the leader). Blocks
+  // until the node thread answers; empty if it stopped.
+  raft::RaftStatus Status();
   // Log compaction. The state machine has applied `index`, made it
   // durable, and its membership there is `cs`: record a snapshot marker in
   // the WAL, drop the in-memory log up to index - catch_up_entries, and
@@ -105,6 +121,8 @@ class RaftNode {
 
   explicit RaftNode(Options options);
   absl::Status Init();
+  // --force-new-cluster, after the WAL was read (see Options).
+  absl::Status ForceNewCluster();
   void Loop();
   void Enqueue(Task task);
   void HandleReady(raft::Ready rd);

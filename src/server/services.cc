@@ -1,6 +1,10 @@
 #include "server/services.h"
 
+#include <map>
+
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "rpc.grpc.pb.h"
 #include "server/errors.h"
 #include "server/validate.h"
@@ -44,6 +48,19 @@ class KvService final : public etcdserverpb::KV::CallbackService {
       return reactor;
     }
     absl::Status st = CheckRangeRequest(*req);
+    if (st.ok() && !req->serializable()) {
+      if (RefuseOnLearner(s_, reactor)) return reactor;
+      if (s_->NeedsReadBarrier()) {
+        // Linearizable: read once this member applied all that was
+        // committed when the read arrived (a ReadIndex round).
+        s_->ReadBarrier([this, reactor, req, resp](absl::Status st) {
+          if (st.ok()) st = s_->Range(*req, resp);
+          if (st.ok()) s_->FillHeader(resp->mutable_header());
+          reactor->Finish(ToGrpcStatus(st));
+        });
+        return reactor;
+      }
+    }
     if (st.ok()) st = s_->Range(*req, resp);
     if (st.ok()) s_->FillHeader(resp->mutable_header());
     reactor->Finish(ToGrpcStatus(st));
@@ -109,6 +126,7 @@ class KvService final : public etcdserverpb::KV::CallbackService {
       reactor->Finish(big);
       return reactor;
     }
+    if (RefuseOnLearner(s_, reactor)) return reactor;
     if (absl::Status st = check(); !st.ok()) {
       reactor->Finish(ToGrpcStatus(st));
       return reactor;
@@ -187,6 +205,18 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
     return reactor;
   }
 
+  ServerUnaryReactor* MoveLeader(CallbackServerContext* ctx,
+                                 const etcdserverpb::MoveLeaderRequest* req,
+                                 etcdserverpb::MoveLeaderResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (RefuseOnLearner(s_, reactor)) return reactor;
+    s_->MoveLeader(req->targetid(), [this, reactor, resp](absl::Status st) {
+      if (st.ok()) s_->FillHeader(resp->mutable_header());
+      reactor->Finish(ToGrpcStatus(st));
+    });
+    return reactor;
+  }
+
   // Space comes back online as RocksDB compacts; there is nothing to stop
   // the world for, so defragment succeeds at once (etcd's answer, which
   // carries no header).
@@ -201,23 +231,123 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
   EtcdServer* s_;
 };
 
+void FillMember(const MemberInfo& m, etcdserverpb::Member* pm) {
+  pm->set_id(m.id);
+  pm->set_name(m.name);
+  for (const auto& u : m.peer_urls) pm->add_peerurls(u);
+  for (const auto& u : m.client_urls) pm->add_clienturls(u);
+  pm->set_islearner(m.is_learner);
+}
+
+void FillMember(const internalpb::Member& m, etcdserverpb::Member* pm) {
+  pm->set_id(m.id());
+  pm->set_name(m.name());
+  for (const auto& u : m.peer_urls()) pm->add_peerurls(u);
+  for (const auto& u : m.client_urls()) pm->add_clienturls(u);
+  pm->set_islearner(m.is_learner());
+}
+
+template <typename Resp>
+void FillMembers(EtcdServer* s, Resp* resp) {
+  for (const MemberInfo& m : s->MemberList()) FillMember(m, resp->add_members());
+}
+
 class ClusterService final : public etcdserverpb::Cluster::CallbackService {
  public:
   explicit ClusterService(EtcdServer* s) : s_(s) {}
 
   ServerUnaryReactor* MemberList(CallbackServerContext* ctx, const etcdserverpb::MemberListRequest*,
                                  etcdserverpb::MemberListResponse* resp) override {
-    for (const MemberInfo& m : s_->Members()) {
-      auto* pm = resp->add_members();
-      pm->set_id(m.id);
-      pm->set_name(m.name);
-      for (const auto& u : m.peer_urls) pm->add_peerurls(u);
-      for (const auto& u : m.client_urls) pm->add_clienturls(u);
-      pm->set_islearner(m.is_learner);
-    }
-    s_->FillHeader(resp->mutable_header(), /*with_revision=*/false);
     auto* reactor = ctx->DefaultReactor();
+    if (RefuseOnLearner(s_, reactor)) return reactor;
+    FillMembers(s_, resp);
+    s_->FillHeader(resp->mutable_header(), /*with_revision=*/false);
     reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  ServerUnaryReactor* MemberAdd(CallbackServerContext* ctx, const etcdserverpb::MemberAddRequest* req,
+                                etcdserverpb::MemberAddResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (RefuseOnLearner(s_, reactor)) return reactor;
+    std::vector<std::string> urls(req->peerurls().begin(), req->peerurls().end());
+    s_->AddMember(urls, req->islearner(), [this, reactor, resp](absl::Status st, internalpb::Member m) {
+      if (st.ok()) {
+        FillMember(m, resp->mutable_member());
+        FillMembers(s_, resp);
+        s_->FillHeader(resp->mutable_header(), /*with_revision=*/false);
+      }
+      reactor->Finish(ToGrpcStatus(st));
+    });
+    return reactor;
+  }
+
+  ServerUnaryReactor* MemberRemove(CallbackServerContext* ctx,
+                                   const etcdserverpb::MemberRemoveRequest* req,
+                                   etcdserverpb::MemberRemoveResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (RefuseOnLearner(s_, reactor)) return reactor;
+    s_->RemoveMember(req->id(), [this, reactor, resp](absl::Status st, internalpb::Member) {
+      if (st.ok()) {
+        FillMembers(s_, resp);
+        s_->FillHeader(resp->mutable_header(), /*with_revision=*/false);
+      }
+      reactor->Finish(ToGrpcStatus(st));
+    });
+    return reactor;
+  }
+
+  ServerUnaryReactor* MemberUpdate(CallbackServerContext* ctx,
+                                   const etcdserverpb::MemberUpdateRequest* req,
+                                   etcdserverpb::MemberUpdateResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (RefuseOnLearner(s_, reactor)) return reactor;
+    std::vector<std::string> urls(req->peerurls().begin(), req->peerurls().end());
+    s_->UpdateMember(req->id(), urls, [this, reactor, resp](absl::Status st, internalpb::Member) {
+      if (st.ok()) {
+        FillMembers(s_, resp);
+        s_->FillHeader(resp->mutable_header(), /*with_revision=*/false);
+      }
+      reactor->Finish(ToGrpcStatus(st));
+    });
+    return reactor;
+  }
+
+  ServerUnaryReactor* MemberPromote(CallbackServerContext* ctx,
+                                    const etcdserverpb::MemberPromoteRequest* req,
+                                    etcdserverpb::MemberPromoteResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (RefuseOnLearner(s_, reactor)) return reactor;
+    // Only the leader knows how far the learner got: a follower asks it.
+    if (!s_->is_leader()) {
+      auto ch = LeaderChannel(s_);
+      if (!ch) {
+        reactor->Finish(ToGrpcStatus(EtcdError(kErrNoLeader)));
+        return reactor;
+      }
+      struct Call {
+        grpc::ClientContext ctx;
+        etcdserverpb::MemberPromoteRequest req;
+        std::unique_ptr<etcdserverpb::Cluster::Stub> stub;
+      };
+      auto* call = new Call;
+      call->req = *req;
+      call->stub = etcdserverpb::Cluster::NewStub(ch);
+      call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + s_->RequestTimeout()));
+      call->stub->async()->MemberPromote(&call->ctx, &call->req, resp,
+                                         [call, reactor](grpc::Status st) {
+                                           reactor->Finish(st);
+                                           delete call;
+                                         });
+      return reactor;
+    }
+    s_->PromoteMember(req->id(), [this, reactor, resp](absl::Status st, internalpb::Member) {
+      if (st.ok()) {
+        FillMembers(s_, resp);
+        s_->FillHeader(resp->mutable_header(), /*with_revision=*/false);
+      }
+      reactor->Finish(ToGrpcStatus(st));
+    });
     return reactor;
   }
 
@@ -226,6 +356,43 @@ class ClusterService final : public etcdserverpb::Cluster::CallbackService {
 };
 
 }  // namespace
+
+namespace {
+
+std::shared_ptr<grpc::Channel> CachedChannel(const std::vector<std::string>& urls) {
+  static absl::Mutex mu(absl::kConstInit);
+  static auto* channels = new std::map<std::string, std::shared_ptr<grpc::Channel>>();
+  if (urls.empty()) return nullptr;
+  auto parsed = ParseUrl(urls.front());
+  if (!parsed.ok()) return nullptr;
+  const std::string target = parsed->HostPort();
+  absl::MutexLock l(&mu);
+  auto& ch = (*channels)[target];
+  if (!ch) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    ch = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  }
+  return ch;
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> LeaderChannel(EtcdServer* s) {
+  if (s->leader() == 0 || s->is_leader()) return nullptr;
+  return CachedChannel(s->LeaderClientUrls());
+}
+
+std::shared_ptr<grpc::Channel> LeaderPeerChannel(EtcdServer* s) {
+  if (s->leader() == 0 || s->is_leader()) return nullptr;
+  return CachedChannel(s->LeaderPeerUrls());
+}
+
+bool RefuseOnLearner(EtcdServer* s, grpc::ServerUnaryReactor* reactor) {
+  if (!s->IsLearner()) return false;
+  reactor->Finish(ToGrpcStatus(EtcdError(kErrNotSupportedForLearner)));
+  return true;
+}
 
 std::vector<std::unique_ptr<grpc::Service>> MakeClientServices(EtcdServer* server) {
   std::vector<std::unique_ptr<grpc::Service>> out;

@@ -25,6 +25,18 @@ template <typename Resp, typename Take>
 void ProposeAndFinish(EtcdServer* s, grpc::ServerUnaryReactor* reactor,
                       internalpb::InternalRequest ir, Resp* resp, Take take);
 
+// A channel to the current leader's client port, for what only the leader
+// can answer (lease keepalives and TTLs, member promote). Null when no
+// leader is known or this member leads. Cached per URL. Thread-safe.
+std::shared_ptr<grpc::Channel> LeaderChannel(EtcdServer* s);
+// The same to the leader's peer port (PeerLease).
+std::shared_ptr<grpc::Channel> LeaderPeerChannel(EtcdServer* s);
+
+// etcd refuses every RPC on a learner but Status and serializable Range
+// ("etcdserver: rpc not supported for learner"). Finishes the call and
+// returns true if this member is a learner.
+bool RefuseOnLearner(EtcdServer* s, grpc::ServerUnaryReactor* reactor);
+
 // Every service etcdpp serves on the client port, bound to `server`
 // (not owned; must outlive the returned services).
 std::vector<std::unique_ptr<grpc::Service>> MakeClientServices(EtcdServer* server);

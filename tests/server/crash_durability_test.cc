@@ -36,6 +36,7 @@ namespace {
 int FreePort() { return etcdpp::testing::FreeLoopbackPort(); }
 
 std::string g_snapshot_count;  // --snapshot-count passed to the server, if set
+std::string g_peer_url;        // a free peer port, kept across restarts
 
 pid_t StartServer(const std::string& bin, const std::string& dir, int port,
                   const std::string& log) {
@@ -46,7 +47,9 @@ pid_t StartServer(const std::string& bin, const std::string& dir, int port,
     (void)f;
     std::vector<const char*> argv = {bin.c_str(), "--data-dir", dir.c_str(),
                                      "--listen-client-urls", url.c_str(),
-                                     "--advertise-client-urls", url.c_str()};
+                                     "--advertise-client-urls", url.c_str(),
+                                     "--listen-peer-urls", g_peer_url.c_str(),
+                                     "--initial-advertise-peer-urls", g_peer_url.c_str()};
     if (!g_snapshot_count.empty()) {
       argv.push_back("--snapshot-count");
       argv.push_back(g_snapshot_count.c_str());
@@ -100,6 +103,7 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(dir);
   std::string log = dir.string() + ".log";
   int port = FreePort();
+  g_peer_url = "http://127.0.0.1:" + std::to_string(FreePort());
   // Reconnect quickly after each restart (gRPC's default backoff reaches
   // seconds).
   grpc::ChannelArguments args;

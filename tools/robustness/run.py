@@ -15,11 +15,18 @@ search that must be fast. See README.md in this folder.
 
 Topology: every server listens on 127.0.0.1 on free ports. With several
 members, each member's advertised peer URL is a small TCP proxy in this
-process that forwards to the member's real peer port. etcd's peer traffic is
-HTTP/1.1 whose requests carry X-Server-From (the sender's member ID), so the
-proxy knows each connection's two ends and what it carries:
+process that forwards to the member's real peer port.
+The proxy tells which member dialled a connection without reading its bytes:
+the accepted client's (ip, port) on loopback is the local address of a socket
+in the dialling process; the kernel gives that socket's inode (sock_diag, or
+/proc/net/tcp{,6}), and the member process holding `socket:[inode]` in
+/proc/<pid>/fd is the sender. That works for any server binary. What a
+connection carries: for etcd's HTTP/1.1 rafthttp, by its requests
   GET /raft/stream/...  dialled by A to B: carries B -> A raft messages
   POST /raft[/snapshot] dialled by A to B: carries A -> B raft messages
+(etcd's X-Server-From header names the sender too: kept as a fallback and a
+cross-check); for any other protocol (etcdpp's gRPC), a connection dialled by
+A to B carries A -> B raft messages.
 A cut link (A -> B) refuses and closes those connections; a partition cuts
 both directions. Clients talk to members directly (a minority member still
 answers clients: exactly where stale reads would show).
@@ -41,6 +48,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -66,6 +74,144 @@ def clean_env(extra=None):
     return env
 
 
+# ---------------------------------------------------------------- socket owners
+#
+# Which process dialled a loopback TCP connection. The proxy's accepted socket
+# knows the client's address (ip, port); on loopback that is the local address
+# of the client's socket, in the same network namespace. Its inode comes from
+# the kernel: first a sock_diag netlink exact lookup (O(1), ~0.03 ms), else
+# /proc/net/tcp and /proc/net/tcp6 (a walk of every socket of the host: ~15 ms
+# on a box with thousands of TIME_WAIT sockets). The owner is the process whose
+# /proc/<pid>/fd has a link to socket:[inode] (threads share the fd table).
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLMSG_ERROR = 2
+INET_DIAG_NOCOOKIE = 0xFFFFFFFF
+TCP_STATES_ALL = 0xFFFFFFFF
+
+
+def _norm_addr(addr):
+    """(family, ip, port) of a socket address; a v4-mapped IPv6 address
+    (::ffff:a.b.c.d, a dual-stack socket) becomes the IPv4 one."""
+    ip, port = addr[0], addr[1]
+    if ":" in ip:
+        low = ip.lower()
+        if low.startswith("::ffff:") and "." in low:
+            return socket.AF_INET, low[7:], port
+        return socket.AF_INET6, ip.split("%", 1)[0], port
+    return socket.AF_INET, ip, port
+
+
+def _inode_netlink(fam, lip, lport, rip, rport):
+    """Inode of the TCP socket whose local address is (lip, lport) and peer
+    (rip, rport): > 0 owned, 0 when it exists without an owner (closed,
+    orphaned, TIME_WAIT), None when there is none. An AF_INET query also
+    finds dual-stack AF_INET6 sockets talking v4-mapped. Raises OSError when
+    sock_diag is unavailable."""
+    def raw(ip):
+        b = socket.inet_pton(fam, ip)
+        return b + b"\0" * (16 - len(b))
+    sockid = (struct.pack("!HH", lport, rport) + raw(lip) + raw(rip) +
+              struct.pack("=III", 0, INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE))
+    req = struct.pack("=BBBxI", fam, socket.IPPROTO_TCP, 0, TCP_STATES_ALL) + sockid
+    msg = struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, 1, 1, 0) + req  # NLM_F_REQUEST
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+    try:
+        s.settimeout(2)
+        s.send(msg)
+        d = s.recv(65536)
+    finally:
+        s.close()
+    if len(d) < 20:
+        raise OSError("sock_diag: short answer")
+    typ = struct.unpack_from("=H", d, 4)[0]
+    if typ == NLMSG_ERROR:
+        err = -struct.unpack_from("=i", d, 16)[0]
+        if err == 2:  # ENOENT: no such socket
+            return None
+        raise OSError(err, "sock_diag: %s" % os.strerror(err))
+    if typ != SOCK_DIAG_BY_FAMILY or len(d) < 16 + 72:
+        raise OSError("sock_diag: unexpected answer type %d" % typ)
+    # inet_diag_msg: family, state, timer, retrans (4 bytes), sockid (48),
+    # expires, rqueue, wqueue, uid (16), inode.
+    return struct.unpack_from("=I", d, 16 + 4 + 48 + 16)[0]
+
+
+def _proc_hex(fam, ip, port):
+    """An address as /proc/net/tcp{,6} prints it: the address as native
+    32-bit words in %08X, the port in %04X."""
+    b = socket.inet_pton(fam, ip)
+    words = struct.unpack("=%dI" % (len(b) // 4), b)
+    return "".join("%08X" % w for w in words) + ":%04X" % port
+
+
+def _inode_proc(fam, lip, lport, rip, rport):
+    """The same answer as _inode_netlink, from /proc/net/tcp and tcp6 (an
+    IPv4 address may also sit in tcp6 as v4-mapped, a dual-stack socket)."""
+    if fam == socket.AF_INET:
+        wanted = [("/proc/net/tcp", _proc_hex(fam, lip, lport), _proc_hex(fam, rip, rport)),
+                  ("/proc/net/tcp6", _proc_hex(socket.AF_INET6, "::ffff:" + lip, lport),
+                   _proc_hex(socket.AF_INET6, "::ffff:" + rip, rport))]
+    else:
+        wanted = [("/proc/net/tcp6", _proc_hex(fam, lip, lport), _proc_hex(fam, rip, rport))]
+    found = None
+    for path, local, remote in wanted:
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            fields = line.split()
+            if len(fields) >= 10 and fields[1] == local and fields[2] == remote:
+                inode = int(fields[9])
+                if inode:
+                    return inode
+                found = 0
+    return found
+
+
+_netlink_ok = [True]
+
+
+def socket_inode(local, remote, use_netlink=True):
+    """Inode of the loopback TCP socket with local address `local` connected
+    to `remote` (socket addresses as Python gives them, IPv4 or IPv6): > 0
+    when a process holds it, 0 when it exists but nobody does, None when
+    there is no such socket."""
+    fam, lip, lport = _norm_addr(local)
+    rfam, rip, rport = _norm_addr(remote)
+    if rfam != fam:
+        return None
+    if use_netlink and _netlink_ok[0]:
+        try:
+            return _inode_netlink(fam, lip, lport, rip, rport)
+        except OSError as e:
+            _netlink_ok[0] = False
+            log("proxy: sock_diag netlink unavailable (%s): reading /proc/net/tcp instead" % e)
+    return _inode_proc(fam, lip, lport, rip, rport)
+
+
+def inode_owner(inode, pids):
+    """The pid among `pids` whose fd table holds socket:[inode], or None."""
+    target = "socket:[%d]" % inode
+    for pid in pids:
+        d = "/proc/%d/fd" % pid
+        try:
+            fds = os.listdir(d)
+        except OSError:
+            continue  # exited (or not ours to read: then it stays unknown, and counted)
+        for fd in fds:
+            try:
+                if os.readlink(os.path.join(d, fd)) == target:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
 # ---------------------------------------------------------------- proxies
 
 class Network:
@@ -76,10 +222,55 @@ class Network:
         self.lock = threading.Lock()
         self.cuts = set()
         self.id_to_name = {}
+        # {pid: member name} of the member processes now running (the
+        # cluster sets it); a connection's sender is the member whose process
+        # holds the connecting socket.
+        self.member_pids = dict
         self.proxies = []
         self.unclassified = 0  # peer connections whose sender the proxy could not tell
         self.refused = 0  # connections refused because their link was cut
         self.severed = 0  # open connections closed when their link was cut
+        self.by_owner = 0  # connections whose sender the socket's owning process told
+        self.by_header = 0  # ... that only X-Server-From told (no member process owned the socket)
+        self.vanished = 0  # connections closed by their dialler before it could be told: closed, not forwarded
+        self.disagreed = 0  # X-Server-From naming another member than the socket's owner
+        self.lookups = 0
+        self.lookup_ms = 0.0  # total time spent telling senders
+
+    def identify(self, client, server):
+        """The member that dialled the accepted connection whose client end
+        is `client` (its getpeername) and server end `server` (getsockname):
+        (name, "owner"); (None, "gone") when the client's socket has already
+        been closed (no owner: nothing to forward); (None, "foreign") when a
+        process that is no member holds it (or the lookup failed)."""
+        t = time.monotonic()
+        why = "foreign"
+        name = None
+        try:
+            for attempt in range(2):
+                inode = socket_inode(client, server)
+                if not inode:
+                    why = "gone"
+                    break
+                pids = self.member_pids()
+                pid = inode_owner(inode, list(pids))
+                if pid is not None:
+                    name, why = pids[pid], "owner"
+                    break
+                # Not (yet) found: the dialler may have closed it meanwhile
+                # (the next lookup then says so), or it is no member.
+                if attempt == 0:
+                    time.sleep(0.01)
+        except (OSError, ValueError) as e:
+            log("proxy: cannot look up the owner of %s: %s" % (client, e))
+        with self.lock:
+            self.lookups += 1
+            self.lookup_ms += (time.monotonic() - t) * 1000
+            if why == "owner":
+                self.by_owner += 1
+            elif why == "gone":
+                self.vanished += 1
+        return name, why
 
     def set_cuts(self, cuts):
         with self.lock:
@@ -98,15 +289,16 @@ class Network:
 
 
 class PeerProxy(threading.Thread):
-    """Listens on 127.0.0.1:listen_port, forwards to 127.0.0.1:target_port
-    (member `name`'s peer port)."""
+    """Listens on host:listen_port (127.0.0.1, or an IPv6 address such as
+    ::1), forwards to upstream_host:target_port (member `name`'s peer port)."""
 
-    def __init__(self, net, name, listen_port, target_port):
+    def __init__(self, net, name, listen_port, target_port, host="127.0.0.1", upstream_host="127.0.0.1"):
         super().__init__(daemon=True)
         self.net, self.name, self.target_port = net, name, target_port
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.upstream_host = upstream_host
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", listen_port))
+        self.sock.bind((host, listen_port))
         self.sock.listen(64)
         self.lock = threading.Lock()
         self.conns = {}  # id -> (link, client sock, upstream sock)
@@ -123,11 +315,17 @@ class PeerProxy(threading.Thread):
 
     REQ_RE = re.compile(r"(GET|POST|PUT|DELETE|HEAD) (\S+) HTTP/1\.[01]\r\n")
     FROM_RE = re.compile(r"\r\n[Xx]-[Ss]erver-[Ff]rom: *([0-9a-fA-F]+)\r\n")
+    HTTP1_START = re.compile(rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH) ")
+    first_bytes_timeout = 5.0  # seconds to wait for a client's first bytes
 
-    def classify(self, path, src):
+    def classify(self, state):
         """The link a connection's current request uses, None if unknown."""
+        src = state["src"]
         if src is None:
             return None
+        if not state.get("http"):
+            return ("raft", src, self.name)  # not HTTP/1.x: dialled by src, carries src -> us
+        path = state["path"]
         if path.startswith("/raft/stream"):
             return ("raft", self.name, src)
         if path.startswith("/raft") and not path.startswith("/raft/probing"):
@@ -137,51 +335,100 @@ class PeerProxy(threading.Thread):
     def scan(self, state, data):
         """Follows the requests on a client->member byte stream: Go reuses
         idle connections, so a connection opened for GET /version may later
-        carry POST /raft. The sender never changes; the path may."""
-        text = state["carry"] + data.decode("latin-1")
-        for m in self.REQ_RE.finditer(text):
-            state["path"] = m.group(2)
-        for m in self.FROM_RE.finditer(text):
-            name = self.net.id_to_name.get(m.group(1).lower())
-            if name:
-                state["src"] = name
-        state["carry"] = text[-512:]
-        return self.classify(state["path"], state["src"])
+        carry POST /raft. The sender never changes; the path may. Whether the
+        stream is HTTP/1.x is decided by its first bytes; other protocols
+        are not parsed (their bytes may contain anything)."""
+        if state.get("http") is None:
+            state["http"] = bool(self.HTTP1_START.match(data))
+        if state["http"]:
+            text = state["carry"] + data.decode("latin-1")
+            for m in self.REQ_RE.finditer(text):
+                state["path"] = m.group(2)
+            for m in self.FROM_RE.finditer(text):
+                name = self.net.id_to_name.get(m.group(1).lower())
+                if not name:
+                    continue
+                if state["src"] is None:
+                    state["src"] = name
+                    with self.net.lock:
+                        self.net.by_header += 1
+                elif name != state["src"] and not state.get("disagreed"):
+                    state["disagreed"] = True
+                    with self.net.lock:
+                        self.net.disagreed += 1
+                        if self.net.disagreed <= 3:
+                            log("proxy %s: X-Server-From names %s, the socket belongs to %s" %
+                                (self.name, name, state["src"]))
+            state["carry"] = text[-512:]
+        return self.classify(state)
+
+    def unattributed(self, state):
+        """A raft-carrying connection whose sender is unknown: partitions
+        cannot be enforced on it (etcd's /version, /members, /raft/probing
+        carry no raft messages, and are fine)."""
+        if state["src"] is not None or state.get("counted"):
+            return False
+        path = state["path"]
+        return not state.get("http") or (path.startswith("/raft") and not path.startswith("/raft/probing"))
+
+    def count_unattributed(self, state, data):
+        state["counted"] = True
+        with self.net.lock:
+            self.net.unclassified += 1
+            if self.net.unclassified <= 3:
+                log("proxy %s: cannot tell the sender of %r" % (self.name, data[:200]))
 
     def serve(self, c):
-        c.settimeout(5)
-        header = b""
+        # Who dialled: told from the socket's owner right away, before the
+        # dialler has a chance to hang up.
         try:
-            while b"\r\n\r\n" not in header and len(header) < 65536:
+            client, server = c.getpeername(), c.getsockname()
+        except OSError:
+            c.close()
+            return
+        src, why = self.net.identify(client, server)
+        if why == "gone":
+            c.close()  # the dialler closed it already (or was killed): nothing to forward
+            return
+        state = {"carry": "", "path": "", "src": src, "http": None}
+        c.settimeout(self.first_bytes_timeout)
+        header = b""
+        silent = False
+        try:
+            while len(header) < 65536:
                 chunk = c.recv(65536)
                 if not chunk:
                     break
                 header += chunk
+                if not self.HTTP1_START.match(header) or b"\r\n\r\n" in header:
+                    break  # not HTTP/1.x: the first bytes are enough
+        except socket.timeout:
+            if src is None or header:
+                c.close()
+                return
+            # A known sender that waits for the server to speak first: some
+            # protocol that is no HTTP/1.x; forward it.
+            silent = True
         except OSError:
             c.close()
             return
-        if not header:
+        if not header and not silent:
             c.close()  # closed before saying anything (a sender killed mid-dial)
             return
-        state = {"carry": "", "path": "", "src": None}
-        link = self.scan(state, header)
-        first = header.split(b"\r\n", 1)[0]
-        if link is None and (b" HTTP/1." not in first or
-                             (state["path"].startswith("/raft") and not state["path"].startswith("/raft/probing"))):
-            # A raft request whose sender is unknown: partitions cannot be
-            # enforced on it (etcd's /version, /members, /raft/probing carry
-            # no sender and no raft messages, and are fine).
-            with self.net.lock:
-                self.net.unclassified += 1
-                if self.net.unclassified <= 3:
-                    log("proxy %s: cannot tell the sender of %r" % (self.name, header[:200]))
+        if header:
+            link = self.scan(state, header)
+        else:
+            state["http"] = False
+            link = self.classify(state)
+        if self.unattributed(state):
+            self.count_unattributed(state, header)
         if self.net.blocked(link):
             with self.net.lock:
                 self.net.refused += 1
             c.close()
             return
         try:
-            u = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+            u = socket.create_connection((self.upstream_host, self.target_port), timeout=2)
         except OSError:
             c.close()
             return
@@ -192,7 +439,8 @@ class PeerProxy(threading.Thread):
             self.next_id += 1
             self.conns[cid] = [link, c, u]
         try:
-            u.sendall(header)
+            if header:
+                u.sendall(header)
             socks = [c, u]
             while True:
                 r, _, _ = select.select(socks, [], [], 1.0)
@@ -206,6 +454,8 @@ class PeerProxy(threading.Thread):
                         break
                     if s is c:
                         new_link = self.scan(state, data)
+                        if self.unattributed(state):
+                            self.count_unattributed(state, data)
                         if new_link != link:
                             link = new_link
                             with self.lock:
@@ -305,6 +555,7 @@ class Cluster:
         for m in self.members:
             m.member_id = etcd_member_id([m.advertised_peer_url], TOKEN)
             self.net.id_to_name["%x" % m.member_id] = m.name
+        self.net.member_pids = self.member_pids
         self.initial_cluster = ",".join("%s=%s" % (m.name, m.advertised_peer_url) for m in self.members)
         self.state = "new"
 
@@ -323,6 +574,17 @@ class Cluster:
             m.proc = subprocess.Popen(self.argv(m), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                       env=clean_env(env_extra))
         m.stopped = False
+
+    def member_pids(self):
+        """{pid: name} of the member processes (called from proxy threads;
+        a pid read here may be of a process that just exited: harmless, its
+        /proc entry is gone or holds no socket)."""
+        out = {}
+        for m in self.members:
+            p = m.proc
+            if p is not None:
+                out[p.pid] = m.name
+        return out
 
     def kill9(self, m):
         if m.proc is not None and m.proc.poll() is None:
@@ -776,14 +1038,29 @@ def main():
         faults = ", ".join("%s x%d" % (k, v) for k, v in sorted(nem.counts.items())) or "none"
         log("faults injected: %s" % faults)
         if cluster.net.proxies:
+            net = cluster.net
             log("peer proxies: %d open connections severed, %d refused while links were cut" %
-                (cluster.net.severed, cluster.net.refused))
+                (net.severed, net.refused))
+            log("peer proxies: senders told by socket owner %d, by X-Server-From only %d, not told %d; "
+                "%d closed by their dialler before that (dropped); X-Server-From disagreeing %d; "
+                "%.2f ms per connection" % (net.by_owner, net.by_header, net.unclassified, net.vanished,
+                                            net.disagreed, net.lookup_ms / net.lookups if net.lookups else 0.0))
         cut_kinds = [k for k in ("partition", "link-loss") if nem.counts.get(k)]
         if cut_kinds and cluster.net.unclassified:
             verdicts.append(("FAIL", "nemesis-" + cut_kinds[0],
-                             "the peer proxies could not tell the sender of %d peer connections (no "
-                             "X-Server-From: not etcd's rafthttp), so partitions were not enforced on them" %
-                             cluster.net.unclassified))
+                             "the peer proxies could not tell the sender of %d peer connections (no member "
+                             "process owned the dialling socket, and no X-Server-From), so partitions were "
+                             "not enforced on them" % cluster.net.unclassified))
+        elif cut_kinds and not (cluster.net.severed or cluster.net.refused):
+            verdicts.append(("FAIL", "nemesis-" + cut_kinds[0],
+                             "%s injected, yet the peer proxies neither severed nor refused a single "
+                             "connection: the cuts did nothing" % faults_of(nem, cut_kinds)))
+        elif cut_kinds:
+            net = cluster.net
+            verdicts.append(("PASS", "nemesis-" + cut_kinds[0],
+                             "%s enforced: the sender of every peer connection told (%d by socket owner, %d by "
+                             "X-Server-From), %d open connections severed, %d refused while links were cut" %
+                             (faults_of(nem, cut_kinds), net.by_owner, net.by_header, net.severed, net.refused)))
         if nem.wal_faults:
             if not nem.wal_faults:
                 pass
@@ -800,6 +1077,10 @@ def main():
             wl.kill()
             wl.wait()
         cluster.close()
+
+
+def faults_of(nem, kinds):
+    return " and ".join("%s x%d" % (k, nem.counts[k]) for k in kinds)
 
 
 def finish(verdicts, history, args, workdir, cluster):
