@@ -71,11 +71,13 @@ absl::StatusOr<std::map<std::string, std::string>> ReadIdentity(const std::strin
   return out;
 }
 
-absl::Status WriteIdentity(const std::string& path, const std::map<std::string, std::string>& kv) {
+// Writes `content` to `path` atomically: a temp file, fsync, rename, fsync
+// of the directory.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& content) {
   std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    for (const auto& [k, v] : kv) out << k << "=" << v << "\n";
+    out << content;
     out.flush();
     if (!out) return absl::InternalError(absl::StrCat("write ", tmp, " failed"));
   }
@@ -84,6 +86,12 @@ absl::Status WriteIdentity(const std::string& path, const std::map<std::string, 
     return absl::InternalError(absl::StrCat("rename ", tmp, ": ", std::strerror(errno)));
   }
   return FsyncPath(fs::path(path).parent_path().string(), true);
+}
+
+absl::Status WriteIdentity(const std::string& path, const std::map<std::string, std::string>& kv) {
+  std::string content;
+  for (const auto& [k, v] : kv) absl::StrAppend(&content, k, "=", v, "\n");
+  return WriteFileAtomically(path, content);
 }
 
 uint64_t ParseHex(const std::string& s) {
@@ -505,8 +513,19 @@ void EtcdServer::Propose(internalpb::InternalRequest req, Done done) {
     absl::MutexLock l(&wait_mu_);
     waiters_.emplace(id, Waiter{std::move(done), absl::Now() + RequestTimeout()});
   }
-  raft_->Propose(std::move(data), [this, id](absl::Status) {
-    // Raft had no leader to take it (or a leader transfer is under way).
+  ProposeData(id, std::move(data));
+}
+
+void EtcdServer::ProposeData(uint64_t id, std::string data) {
+  raft_->Propose(std::move(data), [this, id](absl::Status, std::string back) {
+    if (!back.empty()) {
+      // No leader yet (an election): propose again once there is one, until
+      // the request times out ("request timed out"), as etcd's requests wait.
+      absl::MutexLock l(&wait_mu_);
+      if (waiters_.contains(id)) retry_.emplace_back(id, std::move(back));
+      return;
+    }
+    // A leader transfer is under way: etcd fails the request at once.
     if (Done d = TakeWaiter(id)) {
       ApplyResult r;
       r.status = EtcdError(kErrNoLeader);
@@ -869,21 +888,6 @@ absl::StatusOr<std::unique_ptr<mvcc::Store>> OpenStoreAt(const std::string& path
   return store;
 }
 
-absl::Status WriteSmallFile(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << content << "\n";
-    out.flush();
-    if (!out) return absl::InternalError(absl::StrCat("write ", tmp, " failed"));
-  }
-  ETCDPP_RETURN_IF_ERROR(FsyncPath(tmp, false));
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("rename ", tmp, ": ", std::strerror(errno)));
-  }
-  return FsyncPath(fs::path(path).parent_path().string(), true);
-}
-
 }  // namespace
 
 absl::Status EtcdServer::OpenStore() {
@@ -908,7 +912,7 @@ absl::Status EtcdServer::OpenStore() {
       Log()->info("installing the snapshot at index {} received before the last stop", newest);
       store.reset();
       ETCDPP_ASSIGN_OR_RETURN(store, OpenStoreAt(member_dir_ + "/" + snap_rel));
-      ETCDPP_RETURN_IF_ERROR(WriteSmallFile(member_dir_ + "/" + kDbPathFile, snap_rel));
+      ETCDPP_RETURN_IF_ERROR(WriteFileAtomically(member_dir_ + "/" + kDbPathFile, snap_rel + "\n"));
       if (rel != snap_rel) fs::remove_all(member_dir_ + "/" + rel, ec);
       rel = snap_rel;
     }
@@ -975,7 +979,7 @@ void EtcdServer::InstallSnapshot(const raftpb::Snapshot& snap) {
   const int64_t old_rev = store_->CurrentRevision();
   std::unique_ptr<mvcc::Store> old = store_->Swap(std::move(*next));
   old.reset();  // closes it
-  ETCDPP_CHECK_OK(WriteSmallFile(member_dir_ + "/" + kDbPathFile, rel));
+  ETCDPP_CHECK_OK(WriteFileAtomically(member_dir_ + "/" + kDbPathFile, rel + "\n"));
   if (store_dir_ != path) fs::remove_all(store_dir_, ec);
   store_dir_ = path;
 
@@ -1146,6 +1150,22 @@ void EtcdServer::HousekeepingLoop() {
       ApplyResult r;
       r.status = EtcdError(kErrTimeout);
       d(std::move(r));
+    }
+    // Proposals that found no leader: again, once one is known.
+    if (leader() != 0) {
+      std::vector<std::pair<uint64_t, std::string>> again;
+      {
+        absl::MutexLock l(&wait_mu_);
+        again.swap(retry_);
+      }
+      for (auto& [id, data] : again) {
+        bool waiting;
+        {
+          absl::MutexLock l(&wait_mu_);
+          waiting = waiters_.contains(id);
+        }
+        if (waiting) ProposeData(id, std::move(data));
+      }
     }
     for (auto& m : moved) {
       m.done(leader() == m.target ? absl::OkStatus() : EtcdError(kErrTimeout));

@@ -201,6 +201,8 @@ class EtcdServer final : public peer::PeerHandler {
   void OnReadStates(std::vector<raft::ReadState> states);
   void ReadLoop();
   Done TakeWaiter(uint64_t id);
+  // Hands a registered request to Raft (again, if it found no leader).
+  void ProposeData(uint64_t id, std::string data);
   void FailAllWaiters(absl::Status status);
   ApplyResult ApplyAlarm(const etcdserverpb::AlarmRequest& req);
 
@@ -223,6 +225,8 @@ class EtcdServer final : public peer::PeerHandler {
     std::function<void(absl::Status)> done;
   };
   std::vector<MoveWaiter> move_waiters_ ABSL_GUARDED_BY(wait_mu_);
+  // Proposals dropped for want of a leader, to propose again (request ID, data).
+  std::vector<std::pair<uint64_t, std::string>> retry_ ABSL_GUARDED_BY(wait_mu_);
   std::atomic<uint64_t> snapshot_seq_{0};
   std::unique_ptr<lease::Lessor> lessor_;
   std::unique_ptr<Applier> applier_;

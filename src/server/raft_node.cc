@@ -226,10 +226,14 @@ void RaftNode::Enqueue(Task task) {
   if (!stopping_) inbox_.push_back(std::move(task));
 }
 
-void RaftNode::Propose(std::string data, std::function<void(absl::Status)> on_dropped) {
+void RaftNode::Propose(std::string data, Dropped on_dropped) {
   Enqueue([data = std::move(data), on_dropped = std::move(on_dropped)](raft::RawNode& n) mutable {
+    if (n.raft().lead() == raft::kNone) {
+      if (on_dropped) on_dropped(raft::ErrProposalDropped(), std::move(data));
+      return;
+    }
     absl::Status st = n.Propose(std::move(data));
-    if (!st.ok() && on_dropped) on_dropped(st);
+    if (!st.ok() && on_dropped) on_dropped(st, std::string());
   });
 }
 

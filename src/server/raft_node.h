@@ -87,8 +87,12 @@ class RaftNode {
 
   // Thread-safe. `on_dropped` runs on the node thread if Raft refuses the
   // proposal (no leader known, leader transfer): the caller fails the
-  // request rather than waiting for a commit that will not come.
-  void Propose(std::string data, std::function<void(absl::Status)> on_dropped);
+  // request (or proposes it again later) rather than waiting for a commit
+  // that will not come. When no leader is known the data comes back with
+  // it (never appended anywhere, so proposing it again is safe); otherwise
+  // it is empty.
+  using Dropped = std::function<void(absl::Status, std::string data)>;
+  void Propose(std::string data, Dropped on_dropped);
   void Step(raftpb::Message m);
   void ReadIndex(std::string ctx);
   void ProposeConfChange(raftpb::ConfChange cc, std::function<void(absl::Status)> on_dropped);

@@ -256,6 +256,18 @@ class ClusterService final : public etcdserverpb::Cluster::CallbackService {
  public:
   explicit ClusterService(EtcdServer* s) : s_(s) {}
 
+  // Finishes a membership change: the members after it, or the error.
+  template <typename Resp>
+  EtcdServer::MemberDone FinishWithMembers(grpc::ServerUnaryReactor* reactor, Resp* resp) {
+    return [this, reactor, resp](absl::Status st, internalpb::Member) {
+      if (st.ok()) {
+        FillMembers(s_, resp);
+        s_->FillHeader(resp->mutable_header(), /*with_revision=*/false);
+      }
+      reactor->Finish(ToGrpcStatus(st));
+    };
+  }
+
   ServerUnaryReactor* MemberList(CallbackServerContext* ctx, const etcdserverpb::MemberListRequest*,
                                  etcdserverpb::MemberListResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
@@ -287,13 +299,7 @@ class ClusterService final : public etcdserverpb::Cluster::CallbackService {
                                    etcdserverpb::MemberRemoveResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
     if (RefuseOnLearner(s_, reactor)) return reactor;
-    s_->RemoveMember(req->id(), [this, reactor, resp](absl::Status st, internalpb::Member) {
-      if (st.ok()) {
-        FillMembers(s_, resp);
-        s_->FillHeader(resp->mutable_header(), /*with_revision=*/false);
-      }
-      reactor->Finish(ToGrpcStatus(st));
-    });
+    s_->RemoveMember(req->id(), FinishWithMembers(reactor, resp));
     return reactor;
   }
 
@@ -303,13 +309,7 @@ class ClusterService final : public etcdserverpb::Cluster::CallbackService {
     auto* reactor = ctx->DefaultReactor();
     if (RefuseOnLearner(s_, reactor)) return reactor;
     std::vector<std::string> urls(req->peerurls().begin(), req->peerurls().end());
-    s_->UpdateMember(req->id(), urls, [this, reactor, resp](absl::Status st, internalpb::Member) {
-      if (st.ok()) {
-        FillMembers(s_, resp);
-        s_->FillHeader(resp->mutable_header(), /*with_revision=*/false);
-      }
-      reactor->Finish(ToGrpcStatus(st));
-    });
+    s_->UpdateMember(req->id(), urls, FinishWithMembers(reactor, resp));
     return reactor;
   }
 
@@ -341,13 +341,7 @@ class ClusterService final : public etcdserverpb::Cluster::CallbackService {
                                          });
       return reactor;
     }
-    s_->PromoteMember(req->id(), [this, reactor, resp](absl::Status st, internalpb::Member) {
-      if (st.ok()) {
-        FillMembers(s_, resp);
-        s_->FillHeader(resp->mutable_header(), /*with_revision=*/false);
-      }
-      reactor->Finish(ToGrpcStatus(st));
-    });
+    s_->PromoteMember(req->id(), FinishWithMembers(reactor, resp));
     return reactor;
   }
 

@@ -816,6 +816,199 @@ def t_errors(ctx):
     info("peers logged %r: %d line(s)" % (MSG_CLUSTER_ID_MISMATCH, len(mism)))
 
 
+class CtlStream:
+    """A long-running etcdctl (watch, lease keep-alive) whose output is read
+    as it comes. Stopped by PID."""
+
+    def __init__(self, endpoint, args):
+        self.lines = []
+        self.lock = threading.Lock()
+        self.proc = subprocess.Popen([C.etcdctl_path(), "--endpoints", endpoint] + args,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=C.ctl_env(), text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self.lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.lines)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.reader.join(5)
+
+
+def health(m, timeout=5.0):
+    """(HTTP status, parsed body) of GET /health on the member's client port."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen("http://%s/health" % m.endpoint, timeout=timeout) as r:
+            return r.status, json.loads(r.read().decode())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read().decode() or "null")
+
+
+def t_health_quorum(ctx):
+    """/health is true with a quorum, false (HTTP 503) on a member left
+    without one, and true again once the quorum is back."""
+    c = ctx.cluster(3)
+    c.start_all()
+    ms = list(c.members)
+    c.wait_leader()
+    for m in ms:
+        st, body = health(m)
+        check(st == 200 and body == {"health": "true"}, "/health on %s: %s %r", m.name, st, body)
+    survivor, gone = ms[0], ms[1:]
+    for m in gone:
+        m.kill9()
+    t0 = time.monotonic()
+    poll(lambda: health(survivor) == (503, {"health": "false"}), 10 * ELECTION_S + 5,
+         "/health false on %s without a quorum" % survivor.name, 0.2)
+    info("/health false %.1fs after losing the quorum" % (time.monotonic() - t0))
+    c.restart(gone)
+    c.wait_leader()
+    poll(lambda: health(survivor) == (200, {"health": "true"}), 30,
+         "/health true on %s with the quorum back" % survivor.name, 0.2)
+
+
+def t_watch_follower(ctx):
+    """Watchers on followers (and on the leader) see every event of writes
+    made through any member, in order, once; --rev replays history."""
+    c = ctx.cluster(3)
+    c.start_all()
+    ms = list(c.members)
+    ldr, _ = c.wait_leader()
+    followers = [m for m in ms if m is not ldr]
+    watchers = {m.name: CtlStream(m.endpoint, ["watch", "--prefix", "wf/"]) for m in ms}
+    try:
+        # Watches are set up asynchronously: write a marker until every watcher saw one.
+        def all_saw_marker():
+            put_ok(c, ldr, "wf/marker", "m")
+            return all(any(l == "wf/marker" for l in w.snapshot()) for w in watchers.values())
+        poll(all_saw_marker, 20, "every watcher established", 0.3)
+        first_rev = put_ok(c, followers[0], "wf/start", "s")
+        expected = [("PUT", "wf/start", "s")]
+        for i in range(30):
+            m = ms[i % 3]
+            put_ok(c, m, "wf/k%02d" % i, "v%d" % i)
+            expected.append(("PUT", "wf/k%02d" % i, "v%d" % i))
+        r = c.ctl(followers[1], ["del", "wf/k00"])
+        check(r.ok, "delete via follower: %s", err_line(r))
+        expected.append(("DELETE", "wf/k00", ""))
+
+        def events(lines):
+            """(type, key, value) from etcdctl watch output after wf/start's PUT."""
+            out, i = [], 0
+            while i < len(lines):
+                if lines[i] in ("PUT", "DELETE"):
+                    typ, key = lines[i], lines[i + 1] if i + 1 < len(lines) else None
+                    if key is None:
+                        break
+                    val = ""
+                    if typ == "PUT":
+                        if i + 2 >= len(lines):
+                            break
+                        val = lines[i + 2]
+                        i += 3
+                    else:
+                        i += 2
+                    out.append((typ, key, val))
+                else:
+                    i += 1
+            start = [j for j, e in enumerate(out) if e[1] == "wf/start"]
+            return out[start[0]:] if start else []
+
+        for name, w in watchers.items():
+            poll(lambda: len(events(w.snapshot())) >= len(expected), 20,
+                 "%d events on the watcher at %s" % (len(expected), name), 0.2)
+            got = [e for e in events(w.snapshot()) if e[1] != "wf/marker"]
+            check(got == expected, "watcher on %s saw %r, want %r", name, got[:5], expected[:5])
+        # History replay on a follower from the first revision of the batch.
+        replay = CtlStream(followers[1].endpoint, ["watch", "--prefix", "wf/k", "--rev", str(first_rev)])
+        try:
+            want = [e for e in expected if e[1].startswith("wf/k")]
+            poll(lambda: len(events(["PUT", "wf/start", "s"] + replay.snapshot())) - 1 >= len(want), 20,
+                 "replay on %s" % followers[1].name, 0.2)
+            got = events(["PUT", "wf/start", "s"] + replay.snapshot())[1:]
+            check(got == want, "replay on %s: %r", followers[1].name, got[:5])
+        finally:
+            replay.stop()
+    finally:
+        for w in watchers.values():
+            w.stop()
+
+
+def t_lease_failover(ctx):
+    """A lease kept alive through a follower survives a SIGKILL of the
+    leader; once its holder stops renewing, its key is deleted within the
+    TTL plus a bound, on every member at the same revision."""
+    ttl = 5
+    c = ctx.cluster(3)
+    c.start_all()
+    ms = list(c.members)
+    ldr, _ = c.wait_leader()
+    f1, f2 = [m for m in ms if m is not ldr]
+    r = c.ctl(f1, ["lease", "grant", str(ttl)])
+    check(r.ok, "lease grant via follower: %s", err_line(r))
+    lease_id = r.stdout.split()[1]
+    r = c.ctl(f1, ["put", "--lease", lease_id, "lf/held", "x", "-w", "json"])
+    check(r.ok, "put --lease via follower: %s", err_line(r))
+    put_rev = r.json()["header"]["revision"]
+    ka = CtlStream(f1.endpoint, ["lease", "keep-alive", lease_id])
+    try:
+        poll(lambda: any("keepalived" in l for l in ka.snapshot()), 10, "first keepalive answer", 0.1)
+        r = c.ctl(f2, ["lease", "timetolive", lease_id])
+        check(r.ok and "remaining" in r.stdout, "timetolive via the other follower: %s %s",
+              r.stdout, err_line(r))
+        ldr.kill9()
+        c.wait_leader([f1, f2], timeout=30)
+        # Three TTLs later the key is still there (renewals reached the new leader).
+        time.sleep(3 * ttl)
+        for m in (f1, f2):
+            kvs, _ = get_json(c, m, "lf/held")
+            check(kvs and kvs[0][1] == "x", "leased key gone on %s although kept alive: %r", m.name, kvs)
+        n_before = len([l for l in ka.snapshot() if "keepalived" in l])
+    finally:
+        ka.stop()
+    info("%d keepalive answers before the holder stopped" % n_before)
+    t_stop = time.monotonic()
+    c.restart([ldr])
+    bound = ttl + 2 * ELECTION_S + 5
+
+    def gone_everywhere():
+        return all(not get_json(c, m, "lf/held", serializable=True)[0] for m in ms)
+    poll(gone_everywhere, bound + 10, "the leased key gone on every member", 0.2)
+    took = time.monotonic() - t_stop
+    info("key deleted %.1fs after the last renewal (TTL %ds)" % (took, ttl))
+    check(took <= bound, "key took %.1fs to expire (bound %.1fs)", took, bound)
+    # Same deletion revision on every member (watch history from the put).
+    revs = {}
+    for m in ms:
+        w = CtlStream(m.endpoint, ["watch", "lf/held", "--rev", str(put_rev), "-w", "json"])
+        try:
+            def delete_rev():
+                for l in w.snapshot():
+                    if l.startswith("{"):
+                        for ev in json.loads(l).get("Events", []):
+                            if ev.get("type") == 1:
+                                return ev["kv"]["mod_revision"]
+                return None
+            poll(lambda: delete_rev() is not None, 15, "DELETE event on %s" % m.name, 0.2)
+            revs[m.name] = delete_rev()
+        finally:
+            w.stop()
+    check(len(set(revs.values())) == 1, "deletion revisions differ: %r", revs)
+    info("deleted at revision %s on every member" % list(revs.values())[0])
+
+
 TESTS = [
     ("form3", t_form3),
     ("write_via_follower", t_write_via_follower),
@@ -830,6 +1023,9 @@ TESTS = [
     ("five_members", t_five_members),
     ("seven_members", t_seven_members),
     ("errors", t_errors),
+    ("health_quorum", t_health_quorum),
+    ("watch_follower", t_watch_follower),
+    ("lease_failover", t_lease_failover),
 ]
 
 

@@ -129,7 +129,7 @@ TEST_F(RaftNodeTest, SingleMemberCommitsInOrderAndReplaysAfterRestart) {
     ASSERT_TRUE(WaitForLeader(node->get()));
     EXPECT_GE((*node)->term(), 1u);
     for (int i = 0; i < 100; ++i) {
-      (*node)->Propose("p" + std::to_string(i), [](absl::Status st) { FAIL() << st; });
+      (*node)->Propose("p" + std::to_string(i), [](absl::Status st, std::string) { FAIL() << st; });
     }
     auto data = applier.WaitForData(100);
     ASSERT_EQ(data.size(), 100u);

@@ -59,11 +59,11 @@ std::string RenderMetrics(const EtcdServer& server);
 
 // etcd 3.4's /health check: false when an alarm (not excluded by
 // ?exclude=NAME) is active or there is no leader. Returns the JSON body.
-bool CheckHealth(const EtcdServer& server, const std::string& query, std::string* body);
+bool CheckHealth(EtcdServer& server, const std::string& query, std::string* body);
 
 // Registers /version, /health, /livez, /readyz, /metrics on `http`.
 // `metrics_only`: the --listen-metrics-urls port (etcd serves /metrics and
 // /health there).
-void InstallEndpoints(HttpServer* http, const EtcdServer* server, bool metrics_only);
+void InstallEndpoints(HttpServer* http, EtcdServer* server, bool metrics_only);
 
 }  // namespace etcdpp::server::http
