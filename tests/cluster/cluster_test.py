@@ -70,6 +70,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -1009,6 +1010,55 @@ def t_lease_failover(ctx):
     info("deleted at revision %s on every member" % list(revs.values())[0])
 
 
+def t_elect_lock(ctx):
+    """etcdctl lock and elect (clientv3's concurrency recipes: leases, txn,
+    watch) on followers: a second locker gets the lock once the holder is
+    SIGKILLed (its session lease expires), a second candidate leads once
+    the leader resigns, and an observer sees both leaders."""
+    c = ctx.cluster(3)
+    c.start_all()
+    ms = list(c.members)
+    ldr, _ = c.wait_leader()
+    f1, f2 = [m for m in ms if m is not ldr]
+    ttl = 3
+    # Without a command to run, `etcdctl lock` holds the lock until killed.
+    a = CtlStream(f1.endpoint, ["lock", "el/lock", "--ttl", str(ttl)])
+    procs = [a]
+    try:
+        poll(lambda: any(l.startswith("el/lock/") for l in a.snapshot()), 15, "A holds the lock", 0.1)
+        b = CtlStream(f2.endpoint, ["lock", "el/lock", "--ttl", str(ttl)])
+        procs.append(b)
+        time.sleep(1.0)
+        check(not any(l.startswith("el/lock/") for l in b.snapshot()),
+              "B got the lock while A holds it: %r", b.snapshot())
+        t0 = time.monotonic()
+        a.proc.kill()
+        poll(lambda: any(l.startswith("el/lock/") for l in b.snapshot()), ttl + 15,
+             "B takes the lock after A was killed", 0.1)
+        took = time.monotonic() - t0
+        info("lock passed to B %.1fs after SIGKILL of A (session TTL %ds)" % (took, ttl))
+        check(took <= ttl + 2 * ELECTION_S + 4, "lock took %.1fs to pass", took)
+        b.stop()
+
+        obs = CtlStream(ldr.endpoint, ["elect", "-l", "el/elect"])
+        procs.append(obs)
+        e1 = CtlStream(f1.endpoint, ["elect", "el/elect", "p1"])
+        procs.append(e1)
+        poll(lambda: "p1" in e1.snapshot(), 15, "p1 elected", 0.1)
+        e2 = CtlStream(f2.endpoint, ["elect", "el/elect", "p2"])
+        procs.append(e2)
+        time.sleep(1.0)
+        check("p2" not in e2.snapshot(), "p2 elected while p1 leads: %r", e2.snapshot())
+        e1.proc.send_signal(signal.SIGINT)   # etcdctl resigns on interrupt
+        poll(lambda: "p2" in e2.snapshot(), 15, "p2 elected after p1 resigned", 0.1)
+        poll(lambda: "p1" in obs.snapshot() and "p2" in obs.snapshot(), 15, "observer saw p1 and p2", 0.1)
+        seen = [l for l in obs.snapshot() if l in ("p1", "p2")]
+        check(seen.index("p1") < seen.index("p2"), "observer order %r", seen)
+    finally:
+        for p in procs:
+            p.stop()
+
+
 TESTS = [
     ("form3", t_form3),
     ("write_via_follower", t_write_via_follower),
@@ -1026,6 +1076,7 @@ TESTS = [
     ("health_quorum", t_health_quorum),
     ("watch_follower", t_watch_follower),
     ("lease_failover", t_lease_failover),
+    ("elect_lock", t_elect_lock),
 ]
 
 
