@@ -267,6 +267,7 @@ absl::Status EtcdServer::Init() {
   lo.clock = SystemClock::Default();
   // etcd: the minimum TTL is 1.5 election timeouts, rounded up to seconds.
   lo.min_ttl_seconds = (3 * config_.election_ms / 2 + 999) / 1000;
+  lo.checkpointing = config_.enable_lease_checkpoint;
   lessor_ = std::make_unique<lease::Lessor>(lo);
   ETCDPP_ASSIGN_OR_RETURN(std::vector<mvcc::LeaseData> leases, store_->LoadLeases());
   std::vector<lease::LeaseRecord> records;
@@ -459,6 +460,13 @@ void EtcdServer::LeaseExpiryLoop() {
       auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
       if (mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(500))) return;
     }
+    // --experimental-enable-lease-checkpoint: the remaining TTLs of long
+    // leases go through Raft now and then, so a new leader does not give
+    // them their whole TTL again.
+    if (std::vector<lease::Checkpoint> cps = lessor_->FindDueCheckpoints(kRevokesPerRound);
+        !cps.empty()) {
+      ProposeLeaseCheckpoints(cps);
+    }
     for (lease::LeaseId id : lessor_->FindExpired(kRevokesPerRound)) {
       internalpb::InternalRequest req;
       req.mutable_lease_revoke()->set_id(id);
@@ -471,6 +479,26 @@ void EtcdServer::LeaseExpiryLoop() {
       });
     }
   }
+}
+
+void EtcdServer::ProposeLeaseCheckpoints(const std::vector<lease::Checkpoint>& cps) {
+  internalpb::InternalRequest req;
+  for (const auto& cp : cps) {
+    auto* c = req.mutable_lease_checkpoint()->add_checkpoints();
+    c->set_id(cp.id);
+    c->set_remaining_ttl(cp.remaining_ttl);
+  }
+  Propose(std::move(req), [](ApplyResult) {});
+}
+
+absl::StatusOr<int64_t> EtcdServer::RenewLease(lease::LeaseId id) {
+  bool clear_checkpoint = false;
+  auto ttl = lessor_->Renew(id, &clear_checkpoint);
+  // A renewed lease runs its whole TTL again: its checkpointed remaining
+  // TTL is cleared everywhere (etcd: at most 2 entries per lease per
+  // checkpoint interval).
+  if (ttl.ok() && clear_checkpoint) ProposeLeaseCheckpoints({lease::Checkpoint{id, 0}});
+  return ttl;
 }
 
 EtcdServer::Done EtcdServer::TakeWaiter(uint64_t id) {

@@ -140,6 +140,9 @@ class EtcdServer final : public peer::PeerHandler {
   // A fresh lease ID for a grant that did not name one (etcd: the request
   // ID generator, top bit cleared, retried while taken).
   int64_t NewLeaseId();
+  // Leader only (else lease::kErrNotPrimary): renews a lease, as a
+  // keepalive does; the TTL it runs again.
+  absl::StatusOr<int64_t> RenewLease(lease::LeaseId id);
 
   uint64_t member_id() const { return member_id_; }
   uint64_t cluster_id() const { return cluster_id_; }
@@ -178,6 +181,7 @@ class EtcdServer final : public peer::PeerHandler {
   // Leader only: proposes the revoke of expired leases (rate-limited).
   void LeaseExpiryLoop();
   void TransferLeadershipOnStop();
+  void ProposeLeaseCheckpoints(const std::vector<lease::Checkpoint>& cps);
   // Applies one committed conf change entry and records the membership.
   // Entries at or below the applied index (replayed after a snapshot that
   // already holds them) only update Raft.

@@ -49,7 +49,7 @@ class KeepAliveReactor final
       return;
     }
     const int64_t id = req_.id();
-    auto ttl = s_->lessor()->Renew(id);
+    auto ttl = s_->RenewLease(id);
     if (!ttl.ok() && ttl.status().message() == lease::kErrNotPrimary) {
       ForwardLocked(id);
     } else {
@@ -259,7 +259,7 @@ class PeerLeaseService final : public peerpb::PeerLease::CallbackService {
   ServerUnaryReactor* Renew(CallbackServerContext* ctx, const peerpb::LeaseRenewRequest* req,
                             peerpb::LeaseRenewResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    auto ttl = s_->lessor()->Renew(req->id());
+    auto ttl = s_->RenewLease(req->id());
     if (ttl.ok()) {
       resp->set_ttl(*ttl);
       reactor->Finish(grpc::Status::OK);
