@@ -109,6 +109,7 @@ DEFAULT_SNAPSHOT_LOG = r"applied incoming snapshot"
 MEMBER_TABLE_HEADER = ["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"]
 
 ELECTION_S = C.ELECTION_MS / 1000.0
+ERR_BAD_TRANSFEREE = "etcdserver: bad leader transferee"
 
 
 class TestFailure(Exception):
@@ -1059,6 +1060,34 @@ def t_elect_lock(ctx):
             p.stop()
 
 
+def t_move_leader(ctx):
+    """etcdctl move-leader hands leadership to the named member (etcdctl
+    finds the leader itself); a learner or an unknown ID is refused; and a
+    leader stopped with SIGTERM hands over before it goes."""
+    c = ctx.cluster(3)
+    c.start_all()
+    ms = list(c.members)
+    ldr, st0 = c.wait_leader()
+    target = [m for m in ms if m is not ldr][0]
+    tid = c.member_id_of(target)
+    r = c.ctl(ms, ["move-leader", hexid(tid)], command_timeout=10)
+    check(r.ok, "move-leader failed: %s", err_line(r))
+    check("Leadership transferred from" in r.stdout and hexid(tid) in r.stdout,
+          "move-leader said %r", r.stdout)
+    new, _ = c.wait_leader(timeout=10)
+    check(new is target, "leader is %s after move-leader to %s", new.name, target.name)
+    r = c.ctl(ms, ["move-leader", "1234abcd"], command_timeout=10)
+    check(not r.ok and ERR_BAD_TRANSFEREE in r.stderr, "move-leader to an unknown ID: %s %s",
+          r.stdout, err_line(r))
+    # SIGTERM of the leader: a new leader at once, not after an election timeout.
+    t0 = time.monotonic()
+    target.stop()
+    others = [m for m in ms if m is not target]
+    nxt, _ = c.wait_leader(others, timeout=15)
+    info("leader %s stopped with SIGTERM; %s leads %.2fs later" % (target.name, nxt.name,
+                                                                 time.monotonic() - t0))
+
+
 TESTS = [
     ("form3", t_form3),
     ("write_via_follower", t_write_via_follower),
@@ -1077,6 +1106,7 @@ TESTS = [
     ("watch_follower", t_watch_follower),
     ("lease_failover", t_lease_failover),
     ("elect_lock", t_elect_lock),
+    ("move_leader", t_move_leader),
 ]
 
 
