@@ -111,7 +111,10 @@ class WatchOutbox final : public mvcc::WatchSink {
     current_ = std::move(queue_.front());
     queue_.pop_front();
     writing_ = true;
-    reactor_->StartWrite(&current_);
+    // More responses queued behind this one: let gRPC coalesce them into
+    // fewer TCP writes (the last one in the queue goes unhinted and flushes).
+    reactor_->StartWrite(&current_, queue_.empty() ? grpc::WriteOptions()
+                                                   : grpc::WriteOptions().set_buffer_hint());
   }
 
   EtcdServer* const server_;
