@@ -30,10 +30,13 @@ class WatchOutbox final : public mvcc::WatchSink {
 
   void Send(WatchResponse r) override {
     server_->FillHeader(r.mutable_header(), /*with_revision=*/false);
+    // Sized once, outside the lock (protobuf recomputes sizes on every call).
+    const int64_t size = static_cast<int64_t>(r.ByteSizeLong());
     absl::MutexLock l(&mu_);
     if (closed_) return;
-    bytes_ += static_cast<int64_t>(r.ByteSizeLong());
+    bytes_ += size;
     queue_.push_back(std::move(r));
+    sizes_.push_back(size);
     if (!writing_) StartNextLocked();
   }
 
@@ -43,7 +46,7 @@ class WatchOutbox final : public mvcc::WatchSink {
     {
       absl::MutexLock l(&mu_);
       const bool was_full = bytes_ >= kWatchStreamBufferBytes;
-      bytes_ -= static_cast<int64_t>(current_.ByteSizeLong());
+      bytes_ -= current_size_;
       writing_ = false;
       if (!ok) Close();
       if (closed_) {
@@ -96,7 +99,8 @@ class WatchOutbox final : public mvcc::WatchSink {
   void Close() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     closed_ = true;
     queue_.clear();
-    bytes_ = writing_ ? static_cast<int64_t>(current_.ByteSizeLong()) : 0;
+    sizes_.clear();
+    bytes_ = writing_ ? current_size_ : 0;
   }
   void StartRead() {
     {
@@ -109,7 +113,9 @@ class WatchOutbox final : public mvcc::WatchSink {
   // can never overtake it; gRPC runs the reaction later, on its own thread.
   void StartNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     current_ = std::move(queue_.front());
+    current_size_ = sizes_.front();
     queue_.pop_front();
+    sizes_.pop_front();
     writing_ = true;
     // More responses queued behind this one: let gRPC coalesce them into
     // fewer TCP writes (the last one in the queue goes unhinted and flushes).
@@ -122,7 +128,9 @@ class WatchOutbox final : public mvcc::WatchSink {
   mutable absl::Mutex mu_;
   std::deque<WatchResponse> queue_ ABSL_GUARDED_BY(mu_);
   int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;  // queued + in flight
+  std::deque<int64_t> sizes_ ABSL_GUARDED_BY(mu_);  // of queue_, in step
   WatchResponse current_ ABSL_GUARDED_BY(mu_);
+  int64_t current_size_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
