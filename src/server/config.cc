@@ -98,6 +98,9 @@ constexpr FlagSpec kFlags[] = {
     {"enable-pprof", "false", Kind::kBool, Support::kDefaultOnly},
     {"metrics", "basic", Kind::kString, Support::kDefaultOnly},
     {"listen-metrics-urls", "", Kind::kString, Support::kSupported},
+    // etcd 3.5's: when set, the client URLs serve gRPC only and these serve
+    // HTTP (gateway, /health, /metrics).
+    {"listen-client-http-urls", "", Kind::kString, Support::kSupported},
     {"logger", "capnslog", Kind::kString, Support::kSupported},
     {"log-output", "default", Kind::kString, Support::kDefaultOnly},  // deprecated form
     {"log-outputs", "default", Kind::kString, Support::kSupported},
@@ -823,6 +826,7 @@ constexpr YamlKey kYamlKeys[] = {
     {"enable-pprof", "enable-pprof", "configYAML", "bool"},
     {"metrics", "metrics", "configYAML", "string"},
     {"listen-metrics-urls", "listen-metrics-urls", "configYAML", "string"},
+    {"listen-client-http-urls", "listen-client-http-urls", "configYAML", "string"},
     {"logger", "logger", "configYAML", "string"},
     {"log-level", "log-level", "configYAML", "string"},
     {"log-outputs", "log-outputs", "configYAML", "[]string"},
@@ -874,7 +878,8 @@ const YamlKey* FindYamlKey(const YamlKey (&table)[N], absl::string_view key) {
 bool EmptyKeepsDefault(absl::string_view key) {
   return key == "listen-peer-urls" || key == "listen-client-urls" ||
          key == "initial-advertise-peer-urls" || key == "advertise-client-urls" ||
-         key == "listen-metrics-urls" || key == "cors" || key == "host-whitelist" ||
+         key == "listen-metrics-urls" || key == "listen-client-http-urls" || key == "cors" ||
+         key == "host-whitelist" ||
          key == "initial-cluster-state";
 }
 
@@ -1306,6 +1311,9 @@ absl::Status BuildConfig(const FlagValues& values, const Getter& get, bool from_
   if (c.data_dir.empty()) c.data_dir = c.name + ".etcd";
   ETCDPP_ASSIGN_OR_RETURN(c.listen_client_urls, ParseUrls(get("listen-client-urls")));
   ETCDPP_ASSIGN_OR_RETURN(c.advertise_client_urls, ParseUrls(get("advertise-client-urls")));
+  if (!get("listen-client-http-urls").empty()) {
+    ETCDPP_ASSIGN_OR_RETURN(c.listen_client_http_urls, ParseUrls(get("listen-client-http-urls")));
+  }
   if (!get("listen-metrics-urls").empty()) {
     ETCDPP_ASSIGN_OR_RETURN(c.listen_metrics_urls, ParseUrls(get("listen-metrics-urls")));
   }

@@ -39,6 +39,9 @@ struct ServerConfig {
   std::string name = "default";
   std::string data_dir;
   std::vector<Url> listen_client_urls;
+  // --listen-client-http-urls (etcd 3.5): HTTP (gateway, /health, /metrics)
+  // here, and gRPC alone on the client URLs. Empty: both on the client URLs.
+  std::vector<Url> listen_client_http_urls;
   // Extra HTTP ports serving /metrics and /health only (--listen-metrics-urls).
   std::vector<Url> listen_metrics_urls;
   // The JSON gateway (/v3/...) on the client port (--enable-grpc-gateway).

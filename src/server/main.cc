@@ -181,7 +181,14 @@ int Run(int argc, char** argv) {
 
   // One port, two protocols (etcd's cmux): the listener accepts, peeks at
   // the first bytes and hands HTTP/2 connections to gRPC, the rest to HTTP.
-  auto listener = http::ClientListener::Listen(config.listen_client_urls);
+  // With --listen-client-http-urls, gRPC owns the client URLs alone and the
+  // HTTP side listens elsewhere (etcd 3.5); by default they share a port.
+  const bool split_http = !config.listen_client_http_urls.empty();
+  for (const auto& u : config.listen_client_http_urls) {
+    if (auto st = CheckListenable(u); !st.ok()) return Fail(std::string(st.message()));
+  }
+  auto listener = http::ClientListener::Listen(split_http ? config.listen_client_http_urls
+                                                          : config.listen_client_urls);
   if (!listener.ok()) return Fail(std::string(listener.status().message()));
   std::unique_ptr<http::ClientListener> metrics_listener;
   if (!config.listen_metrics_urls.empty()) {
@@ -210,6 +217,11 @@ int Run(int argc, char** argv) {
   builder.experimental().SetInterceptorCreators(http::MakeGrpcMetricsInterceptors());
   auto services = MakeClientServices(server->get());
   for (auto& s : services) builder.RegisterService(s.get());
+  if (split_http) {
+    for (const auto& u : config.listen_client_urls) {
+      builder.AddListeningPort(u.HostPort(), grpc::InsecureServerCredentials());
+    }
+  }
   std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
   if (!grpc_server) return Fail("cannot start the gRPC server on the client URLs");
 
@@ -230,7 +242,7 @@ int Run(int argc, char** argv) {
   http::InstallEndpoints(&http_server, server->get(), /*metrics_only=*/false);
   http::HttpServer metrics_http(http_limits, /*max_connections=*/64);
   http::InstallEndpoints(&metrics_http, server->get(), /*metrics_only=*/true);
-  (*listener)->Start(grpc_server.get(), &http_server);
+  (*listener)->Start(split_http ? nullptr : grpc_server.get(), &http_server);
   if (metrics_listener) metrics_listener->Start(nullptr, &metrics_http);
   auto etcdserver_log = spdlog::get("etcdserver");
   etcdserver_log->info("published {{Name:{} ClientURLs:[{}]}} to cluster {}", config.name,

@@ -161,6 +161,28 @@ class DaemonTest(unittest.TestCase):
                       "--heartbeat-interval[100ms]", r.stderr)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "d2")))
 
+    def test_listen_client_http_urls_splits_grpc_and_http(self):
+        # etcd 3.5's --listen-client-http-urls: gRPC alone on the client
+        # URL, the gateway and /health on the HTTP URL.
+        data = os.path.join(self.tmp, "data")
+        port, flags = self.urls()
+        hport = harness.free_port()
+        p, log = self.spawn(["--data-dir", data, "--listen-client-http-urls",
+                             "http://127.0.0.1:%d" % hport] + flags)
+        self.assertTrue(wait_for_line(log, "ready to serve client requests", p), read(log))
+        r = harness.run_etcdctl("127.0.0.1:%d" % port, ["put", "k", "v"])
+        self.assertEqual(r.exit_code, 0, r.stderr)
+        import urllib.request
+        with urllib.request.urlopen("http://127.0.0.1:%d/health" % hport, timeout=5) as resp:
+            self.assertEqual(resp.read(), b'{"health":"true"}')
+        req = urllib.request.Request("http://127.0.0.1:%d/v3/kv/range" % hport,
+                                     data=b'{"key":"aw=="}', method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            self.assertIn(b'"value":"dg=="', resp.read())
+        # The client port speaks HTTP/2 (gRPC) only now.
+        with self.assertRaises(Exception):
+            urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=5).read()
+
     def test_sigterm_stops_cleanly_and_data_survives(self):
         data = os.path.join(self.tmp, "data")
         port, flags = self.urls()
