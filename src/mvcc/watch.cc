@@ -473,9 +473,11 @@ bool WatchHub::Deliver(Watcher& w, const std::vector<const mvccpb::Event*>& evs,
   for (const mvccpb::Event* e : evs) {
     if (w.no_put && e->type() == mvccpb::Event::PUT) continue;
     if (w.no_delete && e->type() == mvccpb::Event::DELETE) continue;
+    // Copy only what this watcher gets (prev_kv is often as big as kv).
     mvccpb::Event* out = r.add_events();
-    *out = *e;
-    if (!w.prev_kv) out->clear_prev_kv();
+    out->set_type(e->type());
+    *out->mutable_kv() = e->kv();
+    if (w.prev_kv && e->has_prev_kv()) *out->mutable_prev_kv() = e->prev_kv();
   }
   if (r.events_size() == 0) return true;  // etcd sends nothing when all are filtered
   if (!w.stream->sink->HasRoom()) return false;
