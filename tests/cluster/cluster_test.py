@@ -1015,7 +1015,8 @@ def t_elect_lock(ctx):
     """etcdctl lock and elect (clientv3's concurrency recipes: leases, txn,
     watch) on followers: a second locker gets the lock once the holder is
     SIGKILLed (its session lease expires), a second candidate leads once
-    the leader resigns, and an observer sees both leaders."""
+    the leader resigns, a third once that one is SIGKILLed, and an observer
+    sees every leader in order."""
     c = ctx.cluster(3)
     c.start_all()
     ms = list(c.members)
@@ -1055,6 +1056,19 @@ def t_elect_lock(ctx):
         poll(lambda: "p1" in obs.snapshot() and "p2" in obs.snapshot(), 15, "observer saw p1 and p2", 0.1)
         seen = [l for l in obs.snapshot() if l in ("p1", "p2")]
         check(seen.index("p1") < seen.index("p2"), "observer order %r", seen)
+        # SIGKILL of the elected one: its session lease (etcdctl elect uses
+        # clientv3's default 60 s session TTL) expires and p3 takes over.
+        e3 = CtlStream(ldr.endpoint, ["elect", "el/elect", "p3"])
+        procs.append(e3)
+        time.sleep(1.0)
+        check("p3" not in e3.snapshot(), "p3 elected while p2 leads: %r", e3.snapshot())
+        t0 = time.monotonic()
+        e2.proc.kill()
+        poll(lambda: "p3" in e3.snapshot(), 60 + 20, "p3 elected after p2 was killed", 0.2)
+        took = time.monotonic() - t0
+        info("p3 elected %.1fs after SIGKILL of p2 (session TTL 60s)" % took)
+        check(took <= 60 + 2 * ELECTION_S + 5, "election took %.1fs to pass", took)
+        poll(lambda: "p3" in obs.snapshot(), 15, "observer saw p3", 0.1)
     finally:
         for p in procs:
             p.stop()
