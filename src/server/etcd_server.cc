@@ -297,6 +297,7 @@ absl::Status EtcdServer::Init() {
   if (cs && !conf_state_.ParseFromString(*cs)) {
     return absl::DataLossError(absl::StrCat("corrupt raft membership in the store at ", store_dir_));
   }
+  raft_conf_ = conf_state_;
   // The members: as recorded beside the applied index; on first start from
   // the flags (or the cluster joined); a member of etcdpp 0.1 (single
   // member, nothing recorded) is itself.
@@ -562,41 +563,26 @@ void EtcdServer::ProposeData(uint64_t id, std::string data) {
   });
 }
 
-absl::Status EtcdServer::ValidateConfChange(const raftpb::ConfChange& cc) const {
-  internalpb::Member m;
-  const bool has_member = !cc.context().empty() && m.ParseFromString(cc.context());
-  auto existing = membership_.Get(cc.node_id());
+absl::Status EtcdServer::ValidateConfChange(const raftpb::ConfChange& cc,
+                                            const raftpb::ConfState& cs) const {
+  // Only log-derived state decides (Raft's membership as of this entry), so
+  // that every member, including one that joined later and replays the
+  // log, reaches the same verdict. Requests were checked against the
+  // membership (URLs in use, learner limits, ...) before they were proposed.
+  auto in = [&](const auto& ids) {
+    return std::find(ids.begin(), ids.end(), cc.node_id()) != ids.end();
+  };
+  const bool voter = in(cs.voters());
+  const bool learner = in(cs.learners());
   switch (cc.type()) {
     case raftpb::ConfChangeAddNode:
+      return absl::OkStatus();  // a new voter, a promotion, or (a voter) no change
     case raftpb::ConfChangeAddLearnerNode:
-      if (membership_.IsRemoved(cc.node_id())) return EtcdError(kErrMemberNotFound);
-      if (existing) {
-        // AddNode of a known learner is a promotion; anything else is a
-        // replay (the bootstrap entries) and changes nothing.
-        if (cc.type() == raftpb::ConfChangeAddNode && has_member && !existing->is_learner()) {
-          return EtcdError(kErrMemberNotLearner);
-        }
-        return absl::OkStatus();
-      }
-      if (has_member) {
-        std::vector<std::string> urls(m.peer_urls().begin(), m.peer_urls().end());
-        if (membership_.PeerUrlInUse(urls)) return EtcdError(kErrPeerUrlExist);
-      }
-      if (cc.type() == raftpb::ConfChangeAddLearnerNode) {
-        for (const auto& mem : membership_.Members()) {
-          if (mem.is_learner()) return EtcdError(kErrTooManyLearners);
-        }
-      }
+      if (voter) return EtcdError(kErrMemberExist);  // never demote
       return absl::OkStatus();
     case raftpb::ConfChangeRemoveNode:
-      if (!existing) return EtcdError(kErrMemberNotFound);
-      return absl::OkStatus();
     case raftpb::ConfChangeUpdateNode:
-      if (!existing) return EtcdError(kErrMemberNotFound);
-      if (has_member) {
-        std::vector<std::string> urls(m.peer_urls().begin(), m.peer_urls().end());
-        if (membership_.PeerUrlInUse(urls, cc.node_id())) return EtcdError(kErrPeerUrlExist);
-      }
+      if (!voter && !learner) return EtcdError(kErrMemberNotFound);
       return absl::OkStatus();
     default:
       return absl::InvalidArgumentError("unknown conf change type");
@@ -610,21 +596,20 @@ void EtcdServer::PersistMembership(mvcc::Store::WriteTxn* txn) {
 void EtcdServer::ApplyConfChangeEntry(const raftpb::Entry& e, bool already_applied) {
   raftpb::ConfChange cc;
   ETCDPP_CHECK(cc.ParseFromString(e.data()));  // committed data that does not parse is a bug
-  if (already_applied) {
-    // The store (a snapshot) holds this change already; Raft does not.
-    conf_state_ = raft_->ApplyConfChange(cc);
-    return;
-  }
-  absl::Status st = ValidateConfChange(cc);
+  absl::Status st = ValidateConfChange(cc, raft_conf_);
   if (st.ok()) {
-    conf_state_ = raft_->ApplyConfChange(cc);
-    membership_.ApplyConfChange(cc);
+    raft_conf_ = raft_->ApplyConfChange(cc);
   } else {
     // Rejected: Raft still needs to hear that the pending change is done.
     raftpb::ConfChange noop;
     noop.set_node_id(0);
-    conf_state_ = raft_->ApplyConfChange(noop);
+    raft_conf_ = raft_->ApplyConfChange(noop);
   }
+  // An entry the store (a snapshot from the leader) already holds: Raft
+  // needed it, the membership and the store do not.
+  if (already_applied) return;
+  conf_state_ = raft_conf_;
+  if (st.ok()) membership_.ApplyConfChange(cc);
   auto txn = store_->BeginWrite();
   txn->SetMeta(kMetaConfState, conf_state_.SerializeAsString());
   PersistMembership(txn.get());
@@ -1015,6 +1000,9 @@ void EtcdServer::InstallSnapshot(const raftpb::Snapshot& snap) {
   last_log_compaction_ = applied_index_.load();
   auto cs = store_->GetMeta(kMetaConfState);
   if (cs.ok() && cs->has_value()) ETCDPP_CHECK(conf_state_.ParseFromString(**cs));
+  // Raft restarts from the snapshot's membership and replays the conf
+  // changes between it and the store's applied index.
+  raft_conf_ = snap.metadata().conf_state();
   auto members = store_->GetMeta(kMetaMembers);
   internalpb::Membership mp;
   if (members.ok() && members->has_value() && mp.ParseFromString(**members)) {

@@ -188,7 +188,7 @@ class EtcdServer final : public peer::PeerHandler {
   void ApplyConfChangeEntry(const raftpb::Entry& e, bool already_applied);
   // Checks a committed conf change against the membership (etcd's
   // ValidateConfigurationChange).
-  absl::Status ValidateConfChange(const raftpb::ConfChange& cc) const;
+  absl::Status ValidateConfChange(const raftpb::ConfChange& cc, const raftpb::ConfState& cs) const;
   void ProposeConfChange(raftpb::ConfChange cc, MemberDone done);
   // Installs a snapshot received from the leader (apply thread).
   void InstallSnapshot(const raftpb::Snapshot& snap);
@@ -247,6 +247,9 @@ class EtcdServer final : public peer::PeerHandler {
   std::unique_ptr<IdGenerator> id_gen_;
   std::unique_ptr<RaftNode> raft_;
   raftpb::ConfState conf_state_;   // apply thread: membership as of applied_index_
+  // Apply thread: Raft's membership as of the last conf change handed to it
+  // (behind conf_state_ while replaying entries a snapshot already holds).
+  raftpb::ConfState raft_conf_;
   uint64_t last_log_compaction_ = 0;  // apply thread
 
   struct Waiter {

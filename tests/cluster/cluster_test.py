@@ -517,6 +517,14 @@ def t_replace_member(ctx):
     kv_new, _ = gw_range_prefix(new.endpoint, "rm/", serializable=True)
     kv_l, _ = gw_range_prefix(ldr.endpoint, "rm/")
     check(len(kv_l) == 130 and kv_new == kv_l, "replacement has %d of %d keys", len(kv_new), len(kv_l))
+    # The replacement is a full voter, also in its own view: it can lead.
+    alive = [m for m in c.members if m.alive()]
+    nid = by[new.name]["ID"]
+    r = poll(lambda: (lambda r: r if r.ok else None)(c.ctl(alive, ["move-leader", hexid(nid)],
+                                                          command_timeout=10)),
+             30, "move-leader to the replacement", 1.0)
+    lead, _ = c.wait_leader(alive, timeout=10)
+    check(lead is new, "leader is %s after move-leader to the replacement %s", lead.name, new.name)
 
 
 def t_remove_leader(ctx):

@@ -523,6 +523,15 @@ class Member:
         self.proc = None
         self.stopped = False
         self.member_id = None
+        # Removed from the cluster (and wiped) by member-readd, not yet added
+        # back: it must not be restarted, least of all with
+        # --initial-cluster-state new (a wiped member would bootstrap a rogue
+        # cluster with the same cluster ID).
+        self.removed = False
+        # Once re-added: how it must (re)start while its data dir is empty
+        # (--initial-cluster-state existing and the membership at its add).
+        self.start_state = None
+        self.start_cluster = None
 
     @property
     def client_url(self):
@@ -564,10 +573,12 @@ class Cluster:
                 "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
                 "--listen-peer-urls", "http://127.0.0.1:%d" % m.peer_port,
                 "--initial-advertise-peer-urls", m.advertised_peer_url,
-                "--initial-cluster", self.initial_cluster,
-                "--initial-cluster-state", self.state, "--initial-cluster-token", TOKEN]
+                "--initial-cluster", m.start_cluster or self.initial_cluster,
+                "--initial-cluster-state", m.start_state or self.state, "--initial-cluster-token", TOKEN]
 
     def start(self, m, env_extra=None):
+        if m.removed:
+            return
         with open(m.log_path, "ab") as logf:
             logf.write(("---- start %s at %.2fs\n" % (m.name, time.monotonic() - T0)).encode())
             logf.flush()
@@ -618,7 +629,7 @@ class Cluster:
     def wait_healthy(self, members=None, timeout=60):
         members = members or self.members
         give_up = time.monotonic() + timeout
-        pending = list(members)
+        pending = [m for m in members if not m.removed]
         while pending and time.monotonic() < give_up:
             pending = [m for m in pending if not self.healthy(m)]
             if any(not m.alive() for m in pending):
@@ -686,6 +697,7 @@ class Nemesis:
         self.counts = {}
         self.wal_faults = []  # (ok, detail)
         self.readds = 0
+        self.add_failures = []  # member adds that failed (the member stayed removed)
 
     def pick(self, leader_bias=True):
         live = [m for m in self.c.members if m.alive() and not m.stopped]
@@ -725,7 +737,7 @@ class Nemesis:
                 c.start(m)
         elif kind == "partition":
             m, why = self.pick()
-            others = [x.name for x in c.members if x is not m]
+            others = [x.name for x in c.members if x is not m and not x.removed]
             cuts = [(m.name, o) for o in others] + [(o, m.name) for o in others]
             log("nemesis: partition %s (%s) from %s" % (m.name, why, ",".join(others)))
             c.net.set_cuts(cuts)
@@ -734,8 +746,8 @@ class Nemesis:
             c.net.set_cuts([])
         elif kind == "link-loss":
             ld = c.leader()
-            a = ld or self.rng.choice(c.members)
-            b = self.rng.choice([x for x in c.members if x is not a])
+            a = ld or self.rng.choice([x for x in c.members if not x.removed])
+            b = self.rng.choice([x for x in c.members if x is not a and not x.removed])
             if self.rng.random() < 0.5:
                 a, b = b, a
             log("nemesis: one-way link loss %s -> %s%s" % (a.name, b.name, " (leader sends)" if a is ld else ""))
@@ -748,8 +760,30 @@ class Nemesis:
         elif kind == "wal-fault":
             self.wal_fault()
 
+    # etcd (and etcdpp) refuse a reconfiguration while the members have not
+    # all been connected for a while (strict reconfig check): a safety rule,
+    # not a failure. Retry those answers; anything else is a failure.
+    RETRYABLE = ("unhealthy cluster", "not enough started members")
+
+    def _etcdctl_retry(self, argv, members, secs):
+        give_up = time.monotonic() + secs
+        while True:
+            r = self.c.etcdctl(argv, members=members)
+            if r.returncode == 0:
+                return r, ""
+            err = ((r.stderr or r.stdout).strip().splitlines()[-1:] or [""])[0]
+            if any(x in err for x in self.RETRYABLE) and time.monotonic() < give_up:
+                time.sleep(1.0)
+                continue
+            return None, err
+
     def member_readd(self):
         c = self.c
+        pending = [m for m in c.members if m.removed]
+        if pending:
+            # A member whose add-back failed earlier: add it back first.
+            self.add_back(pending[0])
+            return
         ld = c.leader()
         cands = [m for m in c.members if m is not ld and m.alive()]
         if not cands:
@@ -758,31 +792,38 @@ class Nemesis:
         m = self.rng.choice(cands)
         others = [x for x in c.members if x is not m]
         log("nemesis: member remove %s (%x)" % (m.name, m.member_id))
-        # etcd refuses to remove a member while the rest have not been
-        # connected for long enough ("unhealthy cluster", strict reconfig
-        # check): a safety rule, not a failure; retry, then give up this round.
-        give_up = time.monotonic() + 15
-        while True:
-            r = c.etcdctl(["member", "remove", "%x" % m.member_id], members=others)
-            if r.returncode == 0:
-                break
-            err = (r.stderr or r.stdout).strip().splitlines()[-1:] or [""]
-            if "unhealthy cluster" in err[0] and time.monotonic() < give_up:
-                time.sleep(1.0)
-                continue
-            if "unhealthy cluster" in err[0]:
-                log("nemesis: member remove refused for 15 s (%s); not this round" % err[0])
+        r, err = self._etcdctl_retry(["member", "remove", "%x" % m.member_id], others, 15)
+        if r is None:
+            if any(x in err for x in self.RETRYABLE):
+                log("nemesis: member remove refused for 15 s (%s); not this round" % err)
                 return
-            self.verdicts.append(("FAIL", "member-readd", "member remove failed: " + err[0]))
+            self.verdicts.append(("FAIL", "member-readd", "member remove failed: " + err))
+            log("nemesis: member remove %s failed: %s" % (m.name, err))
             return
         time.sleep(1.0)
+        m.removed = True
         c.kill9(m)
         shutil.rmtree(m.data_dir, ignore_errors=True)
-        r = c.etcdctl(["member", "add", m.name, "--peer-urls=" + m.advertised_peer_url], members=others)
-        if r.returncode != 0:
-            self.verdicts.append(("FAIL", "member-readd", "member add failed: " + (r.stderr or r.stdout).strip()))
-            return
+        self.add_back(m)
+
+    def add_back(self, m, secs=30, final=False):
+        """Adds a removed (wiped) member back and starts it with
+        --initial-cluster-state existing. False if it could not be added."""
+        c = self.c
+        others = [x for x in c.members if x is not m and not x.removed]
+        r, err = self._etcdctl_retry(["member", "add", m.name, "--peer-urls=" + m.advertised_peer_url],
+                                     others, secs)
+        if r is None:
+            log("nemesis: member add %s failed: %s (stays removed%s)" %
+                (m.name, err, "" if final else "; the next member-readd round retries"))
+            self.add_failures.append("member add %s failed: %s" % (m.name, err))
+            return False
         new_id = None
+        initial_cluster = None
+        for line in r.stdout.splitlines():
+            line = line.strip()
+            if line.startswith("ETCD_INITIAL_CLUSTER="):
+                initial_cluster = line.split("=", 1)[1].strip('"')
         for tok in r.stdout.split():
             if len(tok) >= 8 and all(ch in "0123456789abcdef" for ch in tok):
                 new_id = tok
@@ -790,20 +831,39 @@ class Nemesis:
         if new_id:
             m.member_id = int(new_id, 16)
             c.net.id_to_name[new_id] = m.name
-        saved = c.state
-        c.state = "existing"
+        m.removed = False
+        m.start_state = "existing"
+        # The membership as it is now (etcd checks --initial-cluster against
+        # it: "member count is unequal" otherwise), as `member add` prints it.
+        if initial_cluster and all(part.split("=", 1)[0] for part in initial_cluster.split(",")):
+            m.start_cluster = initial_cluster
+        # A joining member asks a peer for the member list: wait until the
+        # live members list the new one (a member that has not applied the
+        # add yet answers without it, and the join fails, in etcd as well).
+        give_up = time.monotonic() + 10
+        while new_id and time.monotonic() < give_up:
+            lagging = []
+            for x in c.members:
+                if x is m or x.removed or not x.alive() or x.stopped:
+                    continue
+                rr = c.etcdctl(["member", "list"], members=[x])
+                if rr.returncode != 0 or new_id not in rr.stdout:
+                    lagging.append(x.name)
+            if not lagging:
+                break
+            time.sleep(0.3)
         log("nemesis: member add %s (%s), start with --initial-cluster-state existing" % (m.name, new_id))
         c.start(m)
-        c.state = saved
         ok = c.wait_healthy([m], timeout=30)
         log("nemesis: re-added %s %s" % (m.name, "healthy" if ok else "NOT healthy after 30s"))
         self.readds += 1
         if not ok:
             self.verdicts.append(("FAIL", "member-readd", "%s not healthy 30s after re-adding: %s" % (m.name, last_log_lines(m))))
+        return True
 
     def wal_fault(self):
         c = self.c
-        m = self.rng.choice(c.members)
+        m = self.rng.choice([x for x in c.members if not x.removed])
         n = self.rng.randint(5, 60)
         fp = "fail_sync_after=%d" % n
         log("nemesis: restart %s with ETCDPP_WAL_FAILPOINTS=%s" % (m.name, fp))
@@ -838,9 +898,14 @@ class Nemesis:
         for m in c.members:
             if m.stopped:
                 c.sigcont(m)
-            if not m.alive():
+            if not m.alive() and not m.removed:
                 log("heal: restart %s" % m.name)
                 c.start(m)
+        for m in c.members:
+            if m.removed:
+                log("heal: %s is still removed from the cluster: add it back" % m.name)
+                if c.wait_healthy([x for x in c.members if x is not m], timeout=30):
+                    self.add_back(m, secs=60, final=True)
 
 
 # ---------------------------------------------------------------- probes
@@ -1016,18 +1081,33 @@ def main():
             time.sleep(0.2)
         nem.heal_all()
         healed = cluster.wait_healthy(timeout=60)
+        still_removed = [m.name for m in cluster.members if m.removed]
+        if still_removed:
+            healed = False
         log("heal: every member %s" % ("healthy" if healed else "NOT healthy within 60 s"))
         verdicts.append(("PASS" if healed else "FAIL", "recovery",
                          "every member healthy after the faults were healed" if healed else
+                         ("still removed from the cluster: %s; " % ",".join(still_removed) if still_removed else "") +
                          "; ".join("%s: %s" % (m.name, last_log_lines(m, 2)) for m in cluster.members)))
+        if nem.counts.get("member-readd") and not any(v[1] == "member-readd" for v in verdicts):
+            verdicts.append(("PASS", "member-readd",
+                             "%d members removed, wiped, re-added and healthy again%s" %
+                             (nem.readds, "; %d add-backs refused for 30 s by the strict reconfig check, then "
+                              "retried (%s)" % (len(nem.add_failures), nem.add_failures[0])
+                              if nem.add_failures else "")))
         with open(heal_file, "w") as f:
             f.write("healed\n")
+        # The final phase reads every acknowledged write back, one by one
+        # (~1-2 ms each on etcdpp): a 30-minute run acknowledges a few hundred
+        # thousand writes, so a fixed 300 s kills the workload before it has
+        # written any history. Allow time in proportion to the run.
+        final_budget = 300 + args.duration // 2
         try:
-            wl.wait(timeout=300)
+            wl.wait(timeout=final_budget)
         except subprocess.TimeoutExpired:
             wl.kill()
             wl.wait()
-            verdicts.append(("FAIL", "workload", "workload did not finish within 300 s of the heal"))
+            verdicts.append(("FAIL", "workload", "workload did not finish within %d s of the heal" % final_budget))
         wl_log.close()
         with open(os.path.join(workdir, "workload.log"), "rb") as f:
             for line in f.read().decode("utf-8", "replace").splitlines():
