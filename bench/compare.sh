@@ -3,7 +3,7 @@
 # (etcdpp-bench), same workload, same run, alternating over several rounds;
 # prints a table of medians: etcd, etcdpp, ratio, target.
 #
-#   bench/compare.sh --quick            # whole matrix, about 8 min on 2 cores
+#   bench/compare.sh --quick            # whole matrix, about 10-12 min on 2 cores
 #   bench/compare.sh                    # full run: 5 rounds of 10 s, resources every round
 #                                       # (estimated 25-30 min on 2 cores)
 #   bench/compare.sh --rows put-1c,put-64c --rounds 1 --duration 2   # a few rows
@@ -15,7 +15,7 @@
 #   --clients N          the "many clients" figure (default 64, over --conns 8)
 #   --keys N             keys loaded for the resource rows (default 1000000, 256 B values)
 #   --rows a,b,...       only these rows (ids in the table's first column; "resources",
-#                        "noop", "fdatasync" name groups)
+#                        "noop", "fdatasync", "lease" name groups)
 #   --build DIR          where etcdpp, etcdpp-bench, noop_server are built (default
 #                        <repo>/build; brought up to date first unless --no-build)
 #   --work DIR           data dirs, logs, raw results (default mktemp -d under /tmp); kept
@@ -29,7 +29,17 @@
 # (etcdpp-bench probe: kv, txn, watch, lease) and a 3-member cluster is
 # started; a row whose feature a server lacks prints "n/a" with the reason
 # (e.g. "Watch: UNIMPLEMENTED", or the server's own error when a 3-member
-# cluster does not start). A row that answers UNIMPLEMENTED mid-run is n/a too.
+# cluster does not start). A row that answers UNIMPLEMENTED mid-run is n/a too,
+# and so is a row that cannot finish in time (etcdpp-bench exit 4: e.g. not
+# all 100k leases granted within the grant timeout), with the tool's reason.
+#
+# Lease rows: lease-10k keeps 10k leases alive (TTL 60) on the single-member
+# server of the other rows; lease-expiry and lease-100k run on a fresh server
+# of their own each round (no leftover leases expiring under them):
+# lease-expiry grants 1000 leases of TTL 3 s (64 clients), one key each, never
+# renewed, and measures DELETE-event time - (grant ack + TTL) through a
+# watcher; lease-100k grants 100k leases (TTL 120 s, all within 90 s, 64
+# concurrent grants) then keeps them alive over 64 streams for the run time.
 #
 # Fairness: both servers get the same flags (etcd's defaults: fsync on every
 # commit, --snapshot-count 100000, 2 GB quota), data dirs on the same disk,
@@ -283,6 +293,7 @@ run_bench() {
     0|1) record "$row" "$server" "$round" json "$out"
          log "  $server $row: $(head -1 "$out" | cut -d' ' -f2-5)" ;;
     3) na "$row" "$server" "$round" "$(head -1 "$out" | sed 's/^[^:]*: unsupported by server: //')" ;;
+    4) na "$row" "$server" "$round" "$(tail -1 "$out.err" | sed 's/^etcdpp-bench: //' | cut -c1-160)" ;;
     124) record "$row" "$server" "$round" error "timed out after ${RUN_TIMEOUT}s"
          log "  $server $row: TIMED OUT" ;;
     *) record "$row" "$server" "$round" error "exit $rc: $(tail -1 "$out.err" | cut -c1-120)"
@@ -342,7 +353,7 @@ single_phase() {  # single_phase SERVER ROUND
         --prefixes 10 --put-total "$WATCH_PUTS_10K" --put-clients 8
     else na watch-10k "$s" "$r" "$(featwhy "$s" watch)"; fi
   fi
-  if want lease-10k; then
+  if want lease-10k lease; then
     if has "$s" lease; then
       run_bench lease-10k "$s" "$r" lease-keepalive --endpoints "$EP" $MANY --leases 10000 \
         --duration "$D"
@@ -353,6 +364,31 @@ single_phase() {  # single_phase SERVER ROUND
   if has etcd watch && has etcdpp watch; then mw=10; fi
   want mixed && run_bench mixed "$s" "$r" mixed --endpoints "$EP" --clients 32 --conns 4 \
     --objects 10000 --duration "$D" --watchers "$mw"
+  stop_pid "$SPID"
+}
+
+lease_phase() {  # lease_phase SERVER ROUND: a fresh server for lease-expiry, then lease-100k
+  local s=$1 r=$2 row
+  want lease-expiry lease || want lease-100k lease || return 0
+  if ! has "$s" lease; then
+    for row in lease-expiry lease-100k; do want "$row" lease && na "$row" "$s" "$r" "$(featwhy "$s" lease)"; done
+    return
+  fi
+  if ! start_single "$s"; then
+    for row in lease-expiry lease-100k; do want "$row" lease && na "$row" "$s" "$r" "$WHY"; done
+    return
+  fi
+  # Each run gives up on its own (exit 4, with its reason) before compare.sh's
+  # timeout would kill it.
+  local bound=$(( RUN_TIMEOUT - 10 ))
+  if want lease-expiry lease; then
+    if has "$s" watch; then
+      run_bench lease-expiry "$s" "$r" lease-expiry --endpoints "$EP" $MANY --leases 1000 --ttl 3 \
+        --grant-timeout 30 --expiry-timeout 60 --max-time "$bound"
+    else na lease-expiry "$s" "$r" "$(featwhy "$s" watch)"; fi
+  fi
+  want lease-100k lease && run_bench lease-100k "$s" "$r" lease-keepalive --endpoints "$EP" $MANY \
+    --leases 100000 --ttl 120 --grant-timeout 90 --duration "$D" --max-time "$bound"
   stop_pid "$SPID"
 }
 
@@ -464,6 +500,7 @@ for r in $(seq 1 "$ROUNDS"); do
   fi
   noop_phase "$r"
   for s in $order; do single_phase "$s" "$r"; done
+  for s in $order; do lease_phase "$s" "$r"; done
   for s in $order; do cluster_phase "$s" "$r"; done
 done
 for r in $(seq 1 "$RES_ROUNDS"); do
@@ -520,6 +557,8 @@ p50 = lambda j: j["latency_ms"]["p50"]
 p99 = lambda j: j["latency_ms"]["p99"]
 val = lambda v: v
 puts_s = lambda j: j["extra"]["puts_per_s"]
+grants_s = lambda j: j["extra"]["grant_qps"]
+maxl = lambda j: j["latency_ms"]["max"]
 
 # (row, title, metric, unit, better, target ratio etcdpp/etcd)
 R = [
@@ -546,6 +585,12 @@ R = [
     ("watch-10k", "watch, 10k watchers", p99, "put-to-event p99 ms", "lo", None),
     ("lease-10k", "10k leases kept alive, {C} streams", qps, "keepalives/s", "hi", None),
     ("lease-10k", "10k leases kept alive, {C} streams", p99, "p99 ms", "lo", None),
+    ("lease-100k", "100k leases kept alive, {C} streams", qps, "keepalives/s", "hi", None),
+    ("lease-100k", "100k leases kept alive, {C} streams", p99, "p99 ms", "lo", None),
+    ("lease-100k", "100k leases granted up front, {C} clients", grants_s, "grants/s", "hi", None),
+    ("lease-expiry", "lease expiry lag, 1k leases of TTL 3 s", p50, "p50 ms", "lo", None),
+    ("lease-expiry", "lease expiry lag, 1k leases of TTL 3 s", p99, "p99 ms", "lo", None),
+    ("lease-expiry", "lease expiry lag, 1k leases of TTL 3 s", maxl, "max ms", "lo", None),
     ("mixed", "mixed (Kubernetes-like), 32 clients", qps, "ops/s", "hi", None),
     ("mixed", "mixed (Kubernetes-like), 32 clients", p99, "p99 ms", "lo", None),
     ("load", "load {K} keys of 256 B (txns of 100)", puts_s, "puts/s", "hi", None),

@@ -36,6 +36,14 @@ namespace etcdpp::bench {
 // Exit code of a run that the server cannot serve (a method answered
 // UNIMPLEMENTED): compare.sh prints "n/a (unsupported by server)".
 inline constexpr int kExitUnsupported = 3;
+// Exit code of a run that did not finish within one of its deadlines (a
+// phase's own timeout or --max-time); the last line on stderr says which.
+inline constexpr int kExitTimeout = 4;
+
+// Bounds the whole process: after `seconds` (> 0), prints
+// "etcdpp-bench: MODE: gave up after ..." on stderr and exits with
+// kExitTimeout, whatever the run is waiting for. Call at most once.
+void StartWatchdog(const std::string& mode, double seconds, const std::string& what);
 
 inline int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -152,6 +160,7 @@ struct CommonOptions {
   bool progress = true;
   std::string label;  // free text copied into the JSON line
   uint64_t seed = 1;
+  double max_time_s = 0;  // --max-time: hard bound on the process (0: mode's default)
 };
 
 // Reads the common flags (and resolves --target against the cluster).
@@ -363,6 +372,9 @@ class WatchStream {
   int64_t events() const { return events_.load(); }
   int64_t last_event_ns() const { return last_event_ns_.load(); }
   std::string unsupported() const { return finished() ? unsupported_ : std::string(); }
+  // Called (on the stream's queue thread) for every event received, before
+  // the stamped-PUT accounting; set before Start().
+  void SetEventHook(std::function<void(const mvccpb::Event&)> hook) { hook_ = std::move(hook); }
 
  private:
   void WriteNext();
@@ -392,6 +404,7 @@ class WatchStream {
   std::atomic<bool> finished_{false};
   std::atomic<int64_t> events_{0};
   std::atomic<int64_t> last_event_ns_{0};
+  std::function<void(const mvccpb::Event&)> hook_;
 };
 
 // Modes (each parses its own flags and returns the process exit code).
@@ -400,6 +413,7 @@ int RunRange(const Flags& f);
 int RunTxnPut(const Flags& f);
 int RunWatch(const Flags& f);
 int RunLeaseKeepalive(const Flags& f);
+int RunLeaseExpiry(const Flags& f);
 int RunMixed(const Flags& f);
 int RunProbe(const Flags& f);
 int RunReady(const Flags& f);

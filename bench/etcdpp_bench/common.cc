@@ -296,6 +296,8 @@ CommonOptions ParseCommon(const Flags& f, const std::string& mode) {
   o.progress = f.Bool("progress", true);
   o.label = f.Str("label", "");
   o.seed = static_cast<uint64_t>(f.Int("seed", 1));
+  o.max_time_s = f.Double("max-time", 0);
+  if (o.max_time_s > 0) StartWatchdog(mode, o.max_time_s, "--max-time");
   if (o.clients < 1 || o.conns < 1) {
     std::fprintf(stderr, "etcdpp-bench: --clients and --conns must be >= 1\n");
     std::exit(2);
@@ -305,8 +307,19 @@ CommonOptions ParseCommon(const Flags& f, const std::string& mode) {
     o.threads = std::min(o.conns, cores);
   }
   o.endpoints = ResolveTarget(o.endpoints, o.target);
-  (void)mode;
   return o;
+}
+
+void StartWatchdog(const std::string& mode, double seconds, const std::string& what) {
+  if (seconds <= 0) return;
+  std::thread([mode, seconds, what] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+    std::fflush(stdout);
+    std::fprintf(stderr, "etcdpp-bench: %s: gave up after %.0f s (%s): the run did not finish\n",
+                 mode.c_str(), seconds, what.c_str());
+    std::fflush(stderr);
+    _exit(kExitTimeout);
+  }).detach();
 }
 
 // --------------------------------------------------------------- report

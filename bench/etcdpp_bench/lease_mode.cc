@@ -1,6 +1,7 @@
 // lease-keepalive: grant N leases, then keep them alive over S LeaseKeepAlive
 // streams (one keepalive in flight per stream, cycling over its leases);
 // figures are keepalives/s and keepalive round-trip latency.
+#include <algorithm>
 #include <cstdio>
 
 #include "bench.h"
@@ -137,11 +138,21 @@ int RunLeaseKeepalive(const Flags& f) {
   int64_t leases = f.Int("leases", 10000);
   int64_t ttl = f.Int("ttl", 60);
   int streams = static_cast<int>(f.Int("streams", o.clients));
+  // The grants must all be in before the first of them could expire.
+  double grant_timeout = f.Double("grant-timeout", std::max(1.0, 0.75 * static_cast<double>(ttl)));
   f.CheckAllUsed();
   if (o.total == 0 && o.duration_s == 0) o.total = 10000;
-  if (leases < 1 || streams < 1) {
-    std::fprintf(stderr, "etcdpp-bench: --leases and --streams must be >= 1\n");
+  if (leases < 1 || streams < 1 || grant_timeout <= 0) {
+    std::fprintf(stderr, "etcdpp-bench: --leases, --streams and --grant-timeout must be > 0\n");
     return 2;
+  }
+  if (o.max_time_s <= 0) {
+    // Grants, then the keepalive phase (by duration; by count, a generous
+    // per-keepalive allowance), then closing the streams, with slack.
+    double ka_s = o.duration_s > 0 ? o.duration_s : 1.0 + static_cast<double>(o.total) / 100.0;
+    StartWatchdog("lease-keepalive",
+                  grant_timeout + static_cast<double>(o.timeout_ms) / 1000 + ka_s + 60,
+                  "grant timeout + keepalive phase + 60 s");
   }
   Engine e(o);
   int op_grant = e.AddOp("grant");
@@ -151,13 +162,34 @@ int RunLeaseKeepalive(const Flags& f) {
   r.mode = "lease-keepalive";
   r.main_op = "keepalive";
   std::vector<int64_t> ids(static_cast<size_t>(leases), 0);
-  e.SetBudget(leases, 0, 0);
+  // Grants: --clients concurrent LeaseGrant calls over --conns connections,
+  // until all --leases are granted or --grant-timeout passes (each call
+  // also bounded by --timeout-ms).
+  e.SetBudget(leases, grant_timeout, 0);
   double grant_s = e.RunClients(
       o.clients, [&](int i) { return std::make_unique<GrantClient>(&e, i, op_grant, ttl, &ids); },
       "lease-grant");
+  int64_t granted = e.TotalOps();
   r.extra["grant_s"] = grant_s;
   r.extra["leases"] = static_cast<double>(leases);
+  r.extra["granted"] = static_cast<double>(granted);
+  r.extra["grant_qps"] = grant_s > 0 ? static_cast<double>(granted) / grant_s : 0;
   if (!e.unsupported().empty() || e.TotalErrors() > 0) return FinishRun(&e, &r);
+  if (granted < leases) {
+    e.Shutdown();
+    std::fprintf(stderr,
+                 "etcdpp-bench: lease-keepalive: only %lld of %lld leases granted within "
+                 "--grant-timeout %g s (%.0f grants/s)\n",
+                 static_cast<long long>(granted), static_cast<long long>(leases), grant_timeout,
+                 r.extra["grant_qps"]);
+    return kExitTimeout;
+  }
+  if (grant_s >= static_cast<double>(ttl)) {
+    std::fprintf(stderr,
+                 "etcdpp-bench: lease-keepalive: warning: granting took %.1f s, longer than the "
+                 "TTL (%lld s): the first leases may have expired\n",
+                 grant_s, static_cast<long long>(ttl));
+  }
 
   std::vector<KeepAliveClient*> kas;
   e.SetBudget(o.total, o.duration_s, o.rate);
@@ -176,7 +208,6 @@ int RunLeaseKeepalive(const Flags& f) {
   }
   e.Shutdown();
   e.Collect(&r);
-  r.extra["grant_qps"] = grant_s > 0 ? static_cast<double>(r.hist["grant"].count()) / grant_s : 0;
   return Report(r, o);
 }
 

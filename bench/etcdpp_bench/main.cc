@@ -21,8 +21,15 @@ modes (modelled on etcd's `benchmark` tool):
                     --put-clients 4 (--put-rate R/s, 0 = unpaced), --val-size 32; reports events/s
                     (first put to last event) and put-to-event latency; missing events are errors
                     (--drain-timeout 30s, --create-timeout 120s)
-  lease-keepalive   grant --leases 10000 (--ttl 60) with --clients, then keep them alive over
-                    --streams (default --clients) LeaseKeepAlive streams; reports keepalives/s
+  lease-keepalive   grant --leases 10000 (--ttl 60) with --clients concurrent grants (all within
+                    --grant-timeout, default 3/4 of the TTL, else exit 4), then keep them alive
+                    over --streams (default --clients) LeaseKeepAlive streams; reports
+                    keepalives/s, keepalive round trip, grant_qps
+  lease-expiry      expiry lag: a watcher on a run-unique --prefix, then --leases 1000 of --ttl 3
+                    granted by --clients (--grant-timeout 60s), one key attached to each, never
+                    kept alive; lag = DELETE event received - (grant acknowledged + granted TTL);
+                    reports lag p50/p99/max (ms) and all_gone_s (first grant to last DELETE);
+                    exit 4 if a key outlives its expiry by --expiry-timeout 60s
   mixed             Kubernetes-like: --objects 10000 under --prefix /registry/pods/ in --namespaces 10
                     (--val-size 1024, --preload true), weights --get-weight 30 --list-weight 10
                     (paginated, --page-size 500) --update-weight 60 (Range + Txn on mod_revision,
@@ -42,11 +49,14 @@ common flags:
   --total N --duration 5s budget (default --total 10000); --rate R requests/s (0 = unpaced)
   --timeout-ms 30000      per request; --seed 1; --label TEXT (copied into JSON)
   --json                  also print one JSON line; --progress=false hides the progress line
+  --max-time S            give up (exit 4, message on stderr) after S seconds in all; the lease
+                          modes set a bound from their own timeouts unless given
 
 output: one summary line
   MODE: ops=N errors=N qps=X duration=Ds latency_ms avg= p50= p90= p99= p99.9= max=
 then per-op lines, extras and the commonest errors. Exit 0 ok, 1 errors,
-2 usage, 3 the server does not implement the mode ("MODE: unsupported by server: ...").
+2 usage, 3 the server does not implement the mode ("MODE: unsupported by server: ..."),
+4 a deadline passed (the last stderr line says which).
 )";
 
 }  // namespace
@@ -65,6 +75,7 @@ int main(int argc, char** argv) {
   if (mode == "txn-put") return RunTxnPut(f);
   if (mode == "watch") return RunWatch(f);
   if (mode == "lease-keepalive") return RunLeaseKeepalive(f);
+  if (mode == "lease-expiry") return RunLeaseExpiry(f);
   if (mode == "mixed") return RunMixed(f);
   if (mode == "probe") return RunProbe(f);
   if (mode == "ready") return RunReady(f);

@@ -76,6 +76,7 @@ void WatchStream::OnRead(bool ok) {
   }
   int64_t n = 0;
   for (const auto& ev : resp_.events()) {
+    if (hook_) hook_(ev);
     if (ev.type() != mvccpb::Event::PUT) continue;
     int64_t stamp = ValueSource::Stamp(ev.kv().value());
     if (stamp <= 0) continue;

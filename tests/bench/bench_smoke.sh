@@ -74,6 +74,8 @@ check range-s 1 range --clients 8 --conns 2 --duration 1 --consistency s --key-s
 check txn-put 1 txn-put --clients 4 --conns 2 --total 500 --txn-ops 4 --key-space-size 1000
 check watch 0 watch --watchers 100 --streams 4 --prefixes 4 --put-total 200 --drain-timeout 20
 check lease-keepalive 0 lease-keepalive --leases 100 --clients 4 --duration 1
+# Expiry lag: 50 leases of the minimum TTL (2 s), never renewed; ~3 s.
+check lease-expiry 0 lease-expiry --leases 50 --ttl 2 --clients 4 --expiry-timeout 20
 check mixed 1 mixed --clients 8 --conns 2 --objects 500 --duration 2 --watchers 0
 check mixed-watch 0 mixed --clients 4 --objects 200 --duration 1 --watchers 2
 
