@@ -35,6 +35,8 @@ constexpr char kMetaMembers[] = "members";
 // member/db_path: which directory under member/ holds the current store
 // ("db" until a snapshot from the leader replaced it).
 constexpr char kDbPathFile[] = "db_path";
+// etcd's HealthInterval: a peer counts as connected once up this long.
+constexpr int64_t kHealthIntervalMs = 5000;
 
 std::shared_ptr<spdlog::logger> Log() {
   auto l = spdlog::get("etcdserver");
@@ -502,25 +504,34 @@ absl::StatusOr<int64_t> EtcdServer::RenewLease(lease::LeaseId id) {
   return ttl;
 }
 
+void EtcdServer::RegisterWaiter(uint64_t id, Done done) {
+  const absl::Time deadline = absl::Now() + RequestTimeout();
+  absl::MutexLock l(&wait_mu_);
+  waiters_.emplace(id, std::move(done));
+  // Every request gets the same timeout, so deadlines arrive in order.
+  deadlines_.emplace_back(deadline, id);
+}
+
 EtcdServer::Done EtcdServer::TakeWaiter(uint64_t id) {
   absl::MutexLock l(&wait_mu_);
   auto it = waiters_.find(id);
   if (it == waiters_.end()) return nullptr;
-  Done d = std::move(it->second.done);
+  Done d = std::move(it->second);
   waiters_.erase(it);
   return d;
 }
 
 void EtcdServer::FailAllWaiters(absl::Status status) {
-  absl::flat_hash_map<uint64_t, Waiter> waiters;
+  absl::flat_hash_map<uint64_t, Done> waiters;
   {
     absl::MutexLock l(&wait_mu_);
     waiters.swap(waiters_);
+    deadlines_.clear();
   }
-  for (auto& [id, w] : waiters) {
+  for (auto& [id, done] : waiters) {
     ApplyResult r;
     r.status = status;
-    w.done(std::move(r));
+    done(std::move(r));
   }
 }
 
@@ -538,10 +549,7 @@ void EtcdServer::Propose(internalpb::InternalRequest req, Done done) {
     absl::MutexLock l(&mu_);
     if (stopping_) return fail(kErrStopped);
   }
-  {
-    absl::MutexLock l(&wait_mu_);
-    waiters_.emplace(id, Waiter{std::move(done), absl::Now() + RequestTimeout()});
-  }
+  RegisterWaiter(id, std::move(done));
   ProposeData(id, std::move(data));
 }
 
@@ -1144,13 +1152,14 @@ void EtcdServer::HousekeepingLoop() {
     std::vector<MoveWaiter> moved;
     {
       absl::MutexLock l(&wait_mu_);
-      for (auto it = waiters_.begin(); it != waiters_.end();) {
-        if (it->second.deadline <= now) {
-          expired.push_back(std::move(it->second.done));
-          waiters_.erase(it++);
-        } else {
-          ++it;
-        }
+      // Only the expired requests are looked at (oldest first); those
+      // answered meanwhile are no longer in waiters_.
+      while (!deadlines_.empty() && deadlines_.front().first <= now) {
+        auto it = waiters_.find(deadlines_.front().second);
+        deadlines_.pop_front();
+        if (it == waiters_.end()) continue;
+        expired.push_back(std::move(it->second));
+        waiters_.erase(it);
       }
       const uint64_t lead = leader();
       for (auto it = move_waiters_.begin(); it != move_waiters_.end();) {
@@ -1237,16 +1246,12 @@ void EtcdServer::ProposeConfChange(raftpb::ConfChange cc, MemberDone done) {
     absl::MutexLock l(&mu_);
     if (stopping_) return done(EtcdError(kErrStopped), {});
   }
-  {
-    absl::MutexLock l(&wait_mu_);
-    waiters_.emplace(id, Waiter{[this, node, done](ApplyResult r) {
-                                  internalpb::Member m;
-                                  if (auto got = membership_.Get(node)) m = *got;
-                                  m.set_id(node);
-                                  done(r.status, m);
-                                },
-                                absl::Now() + RequestTimeout()});
-  }
+  RegisterWaiter(id, [this, node, done](ApplyResult r) {
+    internalpb::Member m;
+    if (auto got = membership_.Get(node)) m = *got;
+    m.set_id(node);
+    done(r.status, m);
+  });
   raft_->ProposeConfChange(std::move(cc), [this, id](absl::Status) {
     if (Done d = TakeWaiter(id)) {
       ApplyResult r;
@@ -1254,6 +1259,24 @@ void EtcdServer::ProposeConfChange(raftpb::ConfChange cc, MemberDone done) {
       d(std::move(r));
     }
   });
+}
+
+bool EtcdServer::ConnectedFor(uint64_t id, int64_t ms) const {
+  if (id == member_id_) return true;
+  const int64_t t = transport_->ActiveSinceMs(id);
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  return t != 0 && t <= now - ms;
+}
+
+void EtcdServer::ProposeMemberChange(raftpb::ConfChangeType type, const internalpb::Member& m,
+                                     MemberDone done) {
+  raftpb::ConfChange cc;
+  cc.set_type(type);
+  cc.set_node_id(m.id());
+  cc.set_context(m.SerializeAsString());
+  ProposeConfChange(std::move(cc), std::move(done));
 }
 
 void EtcdServer::AddMember(std::vector<std::string> peer_urls, bool is_learner, MemberDone done) {
@@ -1283,15 +1306,11 @@ void EtcdServer::AddMember(std::vector<std::string> peer_urls, bool is_learner, 
       }
     }
     // etcd's isConnectedFullyInCluster: every voter connected for at
-    // least its health interval (5 s).
-    const int64_t since = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              std::chrono::steady_clock::now().time_since_epoch())
-                              .count() -
-                          5000;
+    // least its health interval.
     for (const auto& m : members) {
-      if (m.id() == member_id_ || m.is_learner()) continue;
-      int64_t t = transport_->ActiveSinceMs(m.id());
-      if (t == 0 || t > since) return done(EtcdError(kErrUnhealthy), {});
+      if (!m.is_learner() && !ConnectedFor(m.id(), kHealthIntervalMs)) {
+        return done(EtcdError(kErrUnhealthy), {});
+      }
     }
   }
   // etcd's ID for an added member: its peer URLs and the time.
@@ -1304,11 +1323,8 @@ void EtcdServer::AddMember(std::vector<std::string> peer_urls, bool is_learner, 
   m.set_id(id);
   for (const auto& u : peer_urls) m.add_peer_urls(u);
   m.set_is_learner(is_learner);
-  raftpb::ConfChange cc;
-  cc.set_type(is_learner ? raftpb::ConfChangeAddLearnerNode : raftpb::ConfChangeAddNode);
-  cc.set_node_id(id);
-  cc.set_context(m.SerializeAsString());
-  ProposeConfChange(std::move(cc), std::move(done));
+  ProposeMemberChange(is_learner ? raftpb::ConfChangeAddLearnerNode : raftpb::ConfChangeAddNode, m,
+                      std::move(done));
 }
 
 void EtcdServer::RemoveMember(uint64_t id, MemberDone done) {
@@ -1329,14 +1345,9 @@ void EtcdServer::RemoveMember(uint64_t id, MemberDone done) {
     const bool down = id != member_id_ && transport_->ActiveSinceMs(id) == 0;
     if (!down) {
       // Keep a quorum of members that have been connected for a while.
-      const int64_t since = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                std::chrono::steady_clock::now().time_since_epoch())
-                                .count() -
-                            5000;
       int active = 0;
       for (uint64_t v : voters) {
-        int64_t t = v == member_id_ ? 0 : transport_->ActiveSinceMs(v);
-        if (v == member_id_ || (t != 0 && t <= since)) ++active;
+        if (ConnectedFor(v, kHealthIntervalMs)) ++active;
       }
       const int n = static_cast<int>(voters.size());
       if (active - 1 < 1 + (n - 1) / 2) return done(EtcdError(kErrUnhealthy), {});
@@ -1362,11 +1373,7 @@ void EtcdServer::UpdateMember(uint64_t id, std::vector<std::string> peer_urls, M
   internalpb::Member m = *target;
   m.clear_peer_urls();
   for (const auto& u : peer_urls) m.add_peer_urls(u);
-  raftpb::ConfChange cc;
-  cc.set_type(raftpb::ConfChangeUpdateNode);
-  cc.set_node_id(id);
-  cc.set_context(m.SerializeAsString());
-  ProposeConfChange(std::move(cc), std::move(done));
+  ProposeMemberChange(raftpb::ConfChangeUpdateNode, m, std::move(done));
 }
 
 void EtcdServer::PromoteMember(uint64_t id, MemberDone done) {
@@ -1393,11 +1400,7 @@ void EtcdServer::PromoteMember(uint64_t id, MemberDone done) {
   }
   internalpb::Member m = *target;
   m.set_is_learner(false);
-  raftpb::ConfChange cc;
-  cc.set_type(raftpb::ConfChangeAddNode);
-  cc.set_node_id(id);
-  cc.set_context(m.SerializeAsString());
-  ProposeConfChange(std::move(cc), std::move(done));
+  ProposeMemberChange(raftpb::ConfChangeAddNode, m, std::move(done));
 }
 
 void EtcdServer::MoveLeader(uint64_t target, std::function<void(absl::Status)> done) {

@@ -204,7 +204,14 @@ class EtcdServer final : public peer::PeerHandler {
   void StartReadRound() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
   void OnReadStates(std::vector<raft::ReadState> states);
   void ReadLoop();
+  // Registers `done` for request `id` with the request timeout.
+  void RegisterWaiter(uint64_t id, Done done);
   Done TakeWaiter(uint64_t id);
+  // Whether the peer `id` (or this member) has been connected for `ms`.
+  bool ConnectedFor(uint64_t id, int64_t ms) const;
+  // A conf change carrying `m` in its context, for m.id().
+  void ProposeMemberChange(raftpb::ConfChangeType type, const internalpb::Member& m,
+                           MemberDone done);
   // Hands a registered request to Raft (again, if it found no leader).
   void ProposeData(uint64_t id, std::string data);
   void FailAllWaiters(absl::Status status);
@@ -252,12 +259,10 @@ class EtcdServer final : public peer::PeerHandler {
   raftpb::ConfState raft_conf_;
   uint64_t last_log_compaction_ = 0;  // apply thread
 
-  struct Waiter {
-    Done done;
-    absl::Time deadline;
-  };
   absl::Mutex wait_mu_;  // leaf lock
-  absl::flat_hash_map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(wait_mu_);
+  absl::flat_hash_map<uint64_t, Done> waiters_ ABSL_GUARDED_BY(wait_mu_);
+  // (deadline, request ID) in registration order = deadline order.
+  std::deque<std::pair<absl::Time, uint64_t>> deadlines_ ABSL_GUARDED_BY(wait_mu_);
 
   // Linearizable reads (see the top of this file).
   struct ReadWaiter {

@@ -111,37 +111,31 @@ class KeepAliveReactor final
       FailLocked(EtcdError(kErrNoLeader));
       return;
     }
-    struct Call {
-      grpc::ClientContext ctx;
-      peerpb::LeaseRenewRequest req;
-      peerpb::LeaseRenewResponse resp;
-      std::unique_ptr<peerpb::PeerLease::Stub> stub;
-    };
-    auto* call = new Call;
-    call->req.set_id(id);
-    call->stub = peerpb::PeerLease::NewStub(ch);
-    call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + s_->RequestTimeout()));
+    peerpb::LeaseRenewRequest req;
+    req.set_id(id);
     ++forwarding_;
-    call->stub->async()->Renew(&call->ctx, &call->req, &call->resp,
-                               [this, call, id](grpc::Status st) {
-                                 absl::MutexLock l(&mu_);
-                                 --forwarding_;
-                                 if (st.ok() || st.error_code() == grpc::StatusCode::NOT_FOUND) {
-                                   etcdserverpb::LeaseKeepAliveResponse resp;
-                                   resp.set_id(id);
-                                   resp.set_ttl(st.ok() ? call->resp.ttl() : 0);
-                                   s_->FillHeader(resp.mutable_header());
-                                   QueueLocked(std::move(resp));
-                                 } else {
-                                   FailLocked(EtcdError(st.error_code() ==
-                                                                grpc::StatusCode::DEADLINE_EXCEEDED
-                                                            ? kErrTimeout
-                                                            : kErrNoLeader));
-                                 }
-                                 delete call;
-                                 ResumeReadLocked();
-                                 MaybeFinishLocked();
-                               });
+    ForwardUnary<peerpb::PeerLease, peerpb::LeaseRenewResponse>(
+        ch, std::move(req), s_->RequestTimeout(),
+        [](auto* stub, auto* ctx, auto* rq, auto* rs, auto cb) {
+          stub->Renew(ctx, rq, rs, std::move(cb));
+        },
+        [this, id](grpc::Status st, const auto&, const auto& r) {
+          absl::MutexLock l(&mu_);
+          --forwarding_;
+          if (st.ok() || st.error_code() == grpc::StatusCode::NOT_FOUND) {
+            etcdserverpb::LeaseKeepAliveResponse resp;
+            resp.set_id(id);
+            resp.set_ttl(st.ok() ? r.ttl() : 0);
+            s_->FillHeader(resp.mutable_header());
+            QueueLocked(std::move(resp));
+          } else {
+            FailLocked(EtcdError(st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED
+                                     ? kErrTimeout
+                                     : kErrNoLeader));
+          }
+          ResumeReadLocked();
+          MaybeFinishLocked();
+        });
   }
 
   void FailLocked(absl::Status st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -205,26 +199,20 @@ class LeaseService final : public etcdserverpb::Lease::CallbackService {
     // Only the leader knows how long a lease has left: a follower asks it
     // (and answers from what it knows if it cannot).
     if (auto ch = s_->is_leader() ? nullptr : LeaderPeerChannel(s_)) {
-      struct Call {
-        grpc::ClientContext ctx;
-        etcdserverpb::LeaseTimeToLiveRequest req;
-        std::unique_ptr<peerpb::PeerLease::Stub> stub;
-      };
-      auto* call = new Call;
-      call->req = *req;
-      call->stub = peerpb::PeerLease::NewStub(ch);
-      call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + s_->RequestTimeout()));
-      call->stub->async()->TimeToLive(&call->ctx, &call->req, resp,
-                                      [this, call, reactor, resp](grpc::Status st) {
-                                        if (st.ok()) {
-                                          s_->FillHeader(resp->mutable_header());
-                                        } else {
-                                          resp->Clear();
-                                          FillTimeToLive(s_, call->req, resp);
-                                        }
-                                        reactor->Finish(grpc::Status::OK);
-                                        delete call;
-                                      });
+      ForwardUnary<peerpb::PeerLease, etcdserverpb::LeaseTimeToLiveResponse>(
+          ch, *req, s_->RequestTimeout(),
+          [](auto* stub, auto* ctx, auto* rq, auto* rs, auto cb) {
+            stub->TimeToLive(ctx, rq, rs, std::move(cb));
+          },
+          [this, reactor, resp](grpc::Status st, const auto& rq, auto& r) {
+            if (st.ok()) {
+              *resp = std::move(r);
+              s_->FillHeader(resp->mutable_header());
+            } else {
+              FillTimeToLive(s_, rq, resp);
+            }
+            reactor->Finish(grpc::Status::OK);
+          });
       return reactor;
     }
     FillTimeToLive(s_, *req, resp);

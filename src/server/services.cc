@@ -325,20 +325,15 @@ class ClusterService final : public etcdserverpb::Cluster::CallbackService {
         reactor->Finish(ToGrpcStatus(EtcdError(kErrNoLeader)));
         return reactor;
       }
-      struct Call {
-        grpc::ClientContext ctx;
-        etcdserverpb::MemberPromoteRequest req;
-        std::unique_ptr<etcdserverpb::Cluster::Stub> stub;
-      };
-      auto* call = new Call;
-      call->req = *req;
-      call->stub = etcdserverpb::Cluster::NewStub(ch);
-      call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + s_->RequestTimeout()));
-      call->stub->async()->MemberPromote(&call->ctx, &call->req, resp,
-                                         [call, reactor](grpc::Status st) {
-                                           reactor->Finish(st);
-                                           delete call;
-                                         });
+      ForwardUnary<etcdserverpb::Cluster, etcdserverpb::MemberPromoteResponse>(
+          ch, *req, s_->RequestTimeout(),
+          [](auto* stub, auto* ctx, auto* rq, auto* rs, auto cb) {
+            stub->MemberPromote(ctx, rq, rs, std::move(cb));
+          },
+          [reactor, resp](grpc::Status st, const auto&, auto& r) {
+            if (st.ok()) *resp = std::move(r);
+            reactor->Finish(st);
+          });
       return reactor;
     }
     s_->PromoteMember(req->id(), FinishWithMembers(reactor, resp));

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
+
+#include "absl/time/time.h"
 #include <grpcpp/impl/service_type.h>
 
 #include "server/errors.h"
@@ -31,6 +33,30 @@ void ProposeAndFinish(EtcdServer* s, grpc::ServerUnaryReactor* reactor,
 std::shared_ptr<grpc::Channel> LeaderChannel(EtcdServer* s);
 // The same to the leader's peer port (PeerLease).
 std::shared_ptr<grpc::Channel> LeaderPeerChannel(EtcdServer* s);
+
+// Calls a unary RPC on another member asynchronously (a follower asking
+// the leader): `invoke(stub->async(), ctx, req, resp, callback)` starts it,
+// `done(status, req, resp)` runs when it ends. The call's state is owned
+// here and freed after `done`.
+template <typename Service, typename Resp, typename Req, typename Invoke, typename Done>
+void ForwardUnary(const std::shared_ptr<grpc::Channel>& ch, Req req, absl::Duration timeout,
+                  Invoke invoke, Done done) {
+  struct Call {
+    grpc::ClientContext ctx;
+    Req req;
+    Resp resp;
+    std::unique_ptr<typename Service::Stub> stub;
+  };
+  auto* call = new Call;
+  call->req = std::move(req);
+  call->stub = Service::NewStub(ch);
+  call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  invoke(call->stub->async(), &call->ctx, &call->req, &call->resp,
+         [call, done = std::move(done)](grpc::Status st) mutable {
+           done(st, call->req, call->resp);
+           delete call;
+         });
+}
 
 // etcd refuses every RPC on a learner but Status and serializable Range
 // ("etcdserver: rpc not supported for learner"). Finishes the call and
