@@ -553,13 +553,13 @@ void EtcdServer::Propose(internalpb::InternalRequest req, Done done) {
   ProposeData(id, std::move(data));
 }
 
-void EtcdServer::ProposeData(uint64_t id, std::string data) {
-  raft_->Propose(std::move(data), [this, id](absl::Status, std::string back) {
+void EtcdServer::ProposeData(uint64_t id, std::string data, bool conf_change) {
+  auto dropped = [this, id, conf_change](absl::Status, std::string back) {
     if (!back.empty()) {
       // No leader yet (an election): propose again once there is one, until
       // the request times out ("request timed out"), as etcd's requests wait.
       absl::MutexLock l(&wait_mu_);
-      if (waiters_.contains(id)) retry_.emplace_back(id, std::move(back));
+      if (waiters_.contains(id)) retry_.push_back({id, std::move(back), conf_change});
       return;
     }
     // A leader transfer is under way: etcd fails the request at once.
@@ -568,7 +568,11 @@ void EtcdServer::ProposeData(uint64_t id, std::string data) {
       r.status = EtcdError(kErrNoLeader);
       d(std::move(r));
     }
-  });
+  };
+  if (!conf_change) return raft_->Propose(std::move(data), std::move(dropped));
+  raftpb::ConfChange cc;
+  cc.ParseFromString(data);  // serialized here, from a ConfChange
+  raft_->ProposeConfChange(std::move(cc), std::move(dropped));
 }
 
 absl::Status EtcdServer::ValidateConfChange(const raftpb::ConfChange& cc,
@@ -1178,18 +1182,18 @@ void EtcdServer::HousekeepingLoop() {
     }
     // Proposals that found no leader: again, once one is known.
     if (leader() != 0) {
-      std::vector<std::pair<uint64_t, std::string>> again;
+      std::vector<Retry> again;
       {
         absl::MutexLock l(&wait_mu_);
         again.swap(retry_);
       }
-      for (auto& [id, data] : again) {
+      for (auto& r : again) {
         bool waiting;
         {
           absl::MutexLock l(&wait_mu_);
-          waiting = waiters_.contains(id);
+          waiting = waiters_.contains(r.id);
         }
-        if (waiting) ProposeData(id, std::move(data));
+        if (waiting) ProposeData(r.id, std::move(r.data), r.conf_change);
       }
     }
     for (auto& m : moved) {
@@ -1252,13 +1256,7 @@ void EtcdServer::ProposeConfChange(raftpb::ConfChange cc, MemberDone done) {
     m.set_id(node);
     done(r.status, m);
   });
-  raft_->ProposeConfChange(std::move(cc), [this, id](absl::Status) {
-    if (Done d = TakeWaiter(id)) {
-      ApplyResult r;
-      r.status = EtcdError(kErrNoLeader);
-      d(std::move(r));
-    }
-  });
+  ProposeData(id, cc.SerializeAsString(), /*conf_change=*/true);
 }
 
 bool EtcdServer::ConnectedFor(uint64_t id, int64_t ms) const {

@@ -212,8 +212,9 @@ class EtcdServer final : public peer::PeerHandler {
   // A conf change carrying `m` in its context, for m.id().
   void ProposeMemberChange(raftpb::ConfChangeType type, const internalpb::Member& m,
                            MemberDone done);
-  // Hands a registered request to Raft (again, if it found no leader).
-  void ProposeData(uint64_t id, std::string data);
+  // Hands a registered request (or, with conf_change, a serialized
+  // ConfChange) to Raft; again, if it found no leader.
+  void ProposeData(uint64_t id, std::string data, bool conf_change = false);
   void FailAllWaiters(absl::Status status);
   ApplyResult ApplyAlarm(const etcdserverpb::AlarmRequest& req);
 
@@ -236,8 +237,13 @@ class EtcdServer final : public peer::PeerHandler {
     std::function<void(absl::Status)> done;
   };
   std::vector<MoveWaiter> move_waiters_ ABSL_GUARDED_BY(wait_mu_);
-  // Proposals dropped for want of a leader, to propose again (request ID, data).
-  std::vector<std::pair<uint64_t, std::string>> retry_ ABSL_GUARDED_BY(wait_mu_);
+  // Proposals dropped for want of a leader, to propose again.
+  struct Retry {
+    uint64_t id;
+    std::string data;
+    bool conf_change;
+  };
+  std::vector<Retry> retry_ ABSL_GUARDED_BY(wait_mu_);
   std::atomic<uint64_t> snapshot_seq_{0};
   std::unique_ptr<lease::Lessor> lessor_;
   std::unique_ptr<Applier> applier_;

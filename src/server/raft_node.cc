@@ -245,11 +245,14 @@ void RaftNode::ReadIndex(std::string ctx) {
   Enqueue([ctx = std::move(ctx)](raft::RawNode& n) mutable { n.ReadIndex(std::move(ctx)); });
 }
 
-void RaftNode::ProposeConfChange(raftpb::ConfChange cc,
-                                 std::function<void(absl::Status)> on_dropped) {
+void RaftNode::ProposeConfChange(raftpb::ConfChange cc, Dropped on_dropped) {
   Enqueue([cc = std::move(cc), on_dropped = std::move(on_dropped)](raft::RawNode& n) {
+    if (n.raft().lead() == raft::kNone) {
+      if (on_dropped) on_dropped(raft::ErrProposalDropped(), cc.SerializeAsString());
+      return;
+    }
     absl::Status st = n.ProposeConfChange(cc);
-    if (!st.ok() && on_dropped) on_dropped(st);
+    if (!st.ok() && on_dropped) on_dropped(st, std::string());
   });
 }
 

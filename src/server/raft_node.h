@@ -90,12 +90,12 @@ class RaftNode {
   // request (or proposes it again later) rather than waiting for a commit
   // that will not come. When no leader is known the data comes back with
   // it (never appended anywhere, so proposing it again is safe); otherwise
-  // it is empty.
+  // it is empty. A conf change comes back serialized.
   using Dropped = std::function<void(absl::Status, std::string data)>;
   void Propose(std::string data, Dropped on_dropped);
   void Step(raftpb::Message m);
   void ReadIndex(std::string ctx);
-  void ProposeConfChange(raftpb::ConfChange cc, std::function<void(absl::Status)> on_dropped);
+  void ProposeConfChange(raftpb::ConfChange cc, Dropped on_dropped);
   void TransferLeader(uint64_t transferee);
   void ReportUnreachable(uint64_t id);
   void ReportSnapshot(uint64_t id, bool ok);

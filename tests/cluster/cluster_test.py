@@ -737,6 +737,44 @@ def t_strict_reconfig(ctx):
     check(len(lst) == len(ms) and sum(1 for x in lst if not x.get("name")) == 1, "after add: %r", lst)
 
 
+def t_reconfig_waits_leader(ctx):
+    """A membership change asked for while no leader is known waits for one
+    (as writes do) instead of failing at once with "no leader"."""
+    c = ctx.cluster(extra=["--strict-reconfig-check=false"])
+    c.start_all()
+    c.wait_leader()
+    a, b, d = c.members[:3]
+    ids = {x["name"]: x["ID"] for x in c.member_list(a)}
+    b.kill9()
+    d.kill9()
+
+    def leaderless():
+        st = c.status(a)
+        return st is not None and not st.get("leader")
+    poll(leaderless, 20, "%s to lose its leader" % a.name)
+    box = {}
+
+    def remove():
+        box["r"] = c.ctl(a, ["member", "remove", hexid(ids[d.name])], command_timeout=20)
+    th = threading.Thread(target=remove)
+    t_issue = time.monotonic()
+    th.start()
+    time.sleep(0.5)  # let etcdctl connect and ask while a has no leader
+    check(th.is_alive(), "member remove without a leader ended at once: %r", box.get("r"))
+    b.spawn()
+    t_spawn = time.monotonic()
+    th.join(60)
+    r = box.get("r")
+    check(r is not None and r.ok, "member remove once a leader is back: %s", err_line(r) if r else "hung")
+    info("member remove asked with no leader; done %.2fs later (%s restarted after %.2fs)"
+         % (r.took, b.name, t_spawn - t_issue))
+    c.wait_ready([b])
+    lst = c.member_list(a)
+    check(sorted(x["name"] for x in lst) == sorted([a.name, b.name]), "after remove: %r", lst)
+    rev = put_ok(c, b, "rw/after", "x", timeout=10)
+    check(rev > 1, "write after the remove: rev %r", rev)
+
+
 def survive(ctx, n, kill):
     c = ctx.cluster(n=n)
     c.start_all(timeout=60)
@@ -1121,6 +1159,7 @@ TESTS = [
     ("restart_all", t_restart_all),
     ("force_new_cluster", t_force_new_cluster),
     ("strict_reconfig", t_strict_reconfig),
+    ("reconfig_waits_leader", t_reconfig_waits_leader),
     ("five_members", t_five_members),
     ("seven_members", t_seven_members),
     ("errors", t_errors),
