@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "common/status.h"
 #include "server/errors.h"
 #include "server/ids.h"
@@ -289,6 +291,7 @@ absl::Status EtcdServer::Init() {
   applied_index_ = store_->ConsistentIndex();
   last_log_compaction_ = applied_index_;
   durable_rev_ = store_->CurrentRevision();
+  visible_index_ = applied_index_.load();
   db_size_bytes_ = store_->SizeBytes();
   Log()->info("recovered store: revision {}, compacted revision {}, applied index {}",
               store_->CurrentRevision(), store_->CompactedRevision(), applied_index_.load());
@@ -662,6 +665,18 @@ void EtcdServer::SyncPeers() {
 }
 
 void EtcdServer::ApplyLoop() {
+  if (const char* fp = std::getenv("ETCDPP_APPLY_FAILPOINTS"); fp != nullptr && *fp != '\0') {
+    for (absl::string_view item : absl::StrSplit(fp, ',', absl::SkipEmpty())) {
+      std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(item, '=');
+      int64_t v = 0;
+      if (kv.first == "entry_delay_ms" && absl::SimpleAtoi(kv.second, &v) && v > 0) {
+        apply_entry_delay_ms_ = v;
+        Log()->warn("apply: failpoint entry_delay_ms={} (test only)", v);
+      } else {
+        Log()->warn("apply: ignoring unknown or malformed failpoint '{}'", std::string(item));
+      }
+    }
+  }
   for (;;) {
     std::deque<ApplyItem> batch;
     {
@@ -682,6 +697,7 @@ void EtcdServer::ApplyLoop() {
     // Publishes what was applied so far: watchers, waiters, readers.
     auto finish_batch = [&] {
       durable_rev_ = store_->CurrentRevision();
+      visible_index_ = applied_index_.load();
       // Watchers see a batch once it is applied; OnApplied only queues.
       watch_hub_->OnApplied(std::move(watch_events), durable_rev_.load());
       watch_events.clear();
@@ -694,6 +710,7 @@ void EtcdServer::ApplyLoop() {
       absl::MutexLock l(&read_mu_);
     };
     for (ApplyItem& item : batch) {
+      if (apply_entry_delay_ms_ > 0) absl::SleepFor(absl::Milliseconds(apply_entry_delay_ms_));
       if (item.snapshot) {
         finish_batch();
         InstallSnapshot(*item.snapshot);
@@ -1047,6 +1064,7 @@ void EtcdServer::InstallSnapshot(const raftpb::Snapshot& snap) {
     from = b->next_rev;
   }
   durable_rev_ = new_rev;
+  visible_index_ = applied_index_.load();
   watch_hub_->OnApplied({}, new_rev);
   Log()->info("finished applying incoming snapshot at index {} (store applied index {}, revision {})",
               index, applied_index_.load(), new_rev);
@@ -1128,11 +1146,11 @@ void EtcdServer::ReadLoop() {
       absl::MutexLock l(&read_mu_);
       auto cond = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_) {
         return read_stopping_ || (!read_confirmed_.empty() &&
-                                  read_confirmed_.front().first <= applied_index_.load());
+                                  read_confirmed_.front().first <= visible_index_.load());
       };
       read_mu_.Await(absl::Condition(&cond));
       if (read_stopping_) return;
-      while (!read_confirmed_.empty() && read_confirmed_.front().first <= applied_index_.load()) {
+      while (!read_confirmed_.empty() && read_confirmed_.front().first <= visible_index_.load()) {
         for (auto& w : read_confirmed_.front().second) ready.push_back(std::move(w));
         read_confirmed_.pop_front();
       }

@@ -13,8 +13,9 @@
 // Reads: a serializable read is served from the local applied state at
 // once. A linearizable read first passes a read barrier: a batched raft
 // ReadIndex round (one round serves every read that arrived while the
-// previous one was in flight), then waits until this member applied up to
-// the index the leader confirmed. A single voter skips the round: what it
+// previous one was in flight), then waits until what this member applied up
+// to the index the leader confirmed is visible to reads (its batch is done:
+// visible_index_). A single voter skips the round: what it
 // applied is committed and nobody else can commit.
 //
 // Clusters: the member talks to its peers through the PeerTransport on the
@@ -256,6 +257,11 @@ class EtcdServer final : public peer::PeerHandler {
   // and watchers may see.
   std::atomic<int64_t> durable_rev_{1};
   std::atomic<uint64_t> applied_index_{0};
+  // The applied index readers see: durable_rev_ covers every entry up to
+  // it. applied_index_ moves entry by entry while a batch is applied;
+  // durable_rev_ and this move once the batch is done, so a linearizable
+  // read waits for this, never for applied_index_.
+  std::atomic<uint64_t> visible_index_{0};
   std::atomic<int64_t> db_size_bytes_{0};
   std::unique_ptr<IdGenerator> id_gen_;
   std::unique_ptr<RaftNode> raft_;
@@ -264,6 +270,9 @@ class EtcdServer final : public peer::PeerHandler {
   // (behind conf_state_ while replaying entries a snapshot already holds).
   raftpb::ConfState raft_conf_;
   uint64_t last_log_compaction_ = 0;  // apply thread
+  // Test-only (ETCDPP_APPLY_FAILPOINTS="entry_delay_ms=N"): a pause after
+  // each applied entry, to widen races between applying and serving.
+  int64_t apply_entry_delay_ms_ = 0;
 
   absl::Mutex wait_mu_;  // leaf lock
   absl::flat_hash_map<uint64_t, Done> waiters_ ABSL_GUARDED_BY(wait_mu_);
@@ -280,7 +289,7 @@ class EtcdServer final : public peer::PeerHandler {
   std::vector<ReadWaiter> read_inflight_ ABSL_GUARDED_BY(read_mu_);  // this round
   std::string read_ctx_ ABSL_GUARDED_BY(read_mu_);                   // "" = none in flight
   absl::Time read_started_ ABSL_GUARDED_BY(read_mu_);
-  // Confirmed rounds: serve once applied_index_ reaches the index.
+  // Confirmed rounds: serve once visible_index_ reaches the index.
   std::deque<std::pair<uint64_t, std::vector<ReadWaiter>>> read_confirmed_
       ABSL_GUARDED_BY(read_mu_);
   bool read_stopping_ ABSL_GUARDED_BY(read_mu_) = false;

@@ -171,6 +171,7 @@ class Member:
         self.state = "new"
         self.initial_cluster = None   # None: the cluster's
         self.extra = []               # per-member extra flags
+        self.env = {}                 # per-member extra environment
         self.starts = 0
 
     def __repr__(self):
@@ -219,7 +220,7 @@ class Member:
             log.flush()
             self.log_offset = log.tell()
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         env=server_env(), start_new_session=True)
+                                         env=dict(server_env(), **self.env), start_new_session=True)
         self.returncode = None
         _live.add(self)
 

@@ -83,7 +83,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 
 import cluster as C  # noqa: E402
-from cluster import Cluster, ClusterError, gw_put, gw_range_prefix  # noqa: E402
+from cluster import Cluster, ClusterError, b64, gw_post, gw_put, gw_range_prefix, unb64  # noqa: E402
 
 try:
     from harness import etcd_member_id, etcd_cluster_id  # noqa: E402
@@ -737,6 +737,60 @@ def t_strict_reconfig(ctx):
     check(len(lst) == len(ms) and sum(1 for x in lst if not x.get("name")) == 1, "after add: %r", lst)
 
 
+def t_read_after_write(ctx):
+    """A linearizable read on a follower sees every write acknowledged before
+    it was sent. The follower applies slowly (etcdpp's test-only failpoint
+    pauses 5 ms after each entry; etcd ignores the variable), so reads arrive
+    while it is half-way through a batch of entries."""
+    c = ctx.cluster()
+    slow = c.members[2]
+    slow.env = {"ETCDPP_APPLY_FAILPOINTS": "entry_delay_ms=5"}
+    c.start_all()
+    ldr, _ = c.wait_leader()
+    if ldr is slow:
+        to = c.members[0]
+        r = c.ctl(ldr, ["move-leader", hexid(c.member_id_of(to))], command_timeout=15)
+        check(r.ok, "move-leader away from the slow member: %s", err_line(r))
+    writers = [m for m in c.members if m is not slow]
+    stale = []
+    errors = []
+    done = [0]
+    lock = threading.Lock()
+
+    def client(t):
+        key = "raw/%d" % t
+        for i in range(80):
+            w = writers[(t + i) % len(writers)]
+            st, js = gw_put(w.endpoint, key, "v%d" % i, timeout=10)
+            if st != 200:
+                with lock:
+                    errors.append("put via %s: HTTP %s %r" % (w.name, st, js))
+                return
+            rev = int(js["header"]["revision"])
+            st, js = gw_post(slow.endpoint, "/v3/kv/range", {"key": b64(key)}, timeout=10)
+            if st != 200:
+                with lock:
+                    errors.append("range on %s: HTTP %s %r" % (slow.name, st, js))
+                return
+            kvs = js.get("kvs", [])
+            got = (unb64(kvs[0].get("value", "")), int(kvs[0]["mod_revision"])) if kvs else None
+            with lock:
+                done[0] += 1
+                if got != ("v%d" % i, rev):
+                    stale.append("%s: wrote v%d at rev %d via %s, then read %r on %s (header rev %s)"
+                                 % (key, i, rev, w.name, got, slow.name, js["header"]["revision"]))
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(300)
+    check(not errors, "requests failed: %s", errors[:3])
+    check(not stale, "%d of %d linearizable reads missed a write acknowledged before them: %s",
+          len(stale), done[0], "; ".join(stale[:3]))
+    check(done[0] == 6 * 80, "only %d of %d write/read pairs ran", done[0], 6 * 80)
+    info("%d write-then-read pairs, every read saw its write" % done[0])
+
+
 def t_reconfig_waits_leader(ctx):
     """A membership change asked for while no leader is known waits for one
     (as writes do) instead of failing at once with "no leader"."""
@@ -1160,6 +1214,7 @@ TESTS = [
     ("force_new_cluster", t_force_new_cluster),
     ("strict_reconfig", t_strict_reconfig),
     ("reconfig_waits_leader", t_reconfig_waits_leader),
+    ("read_after_write", t_read_after_write),
     ("five_members", t_five_members),
     ("seven_members", t_seven_members),
     ("errors", t_errors),
