@@ -45,6 +45,7 @@ struct ModelOp {
   bool succeeded;
   bool observed_known;
   int observed;
+  int index = 0;  // revision order: the write's place in the key's chain of writes (1-based)
 };
 
 bool Step(const ModelOp& m, int s, int* next) {
@@ -68,6 +69,32 @@ bool Step(const ModelOp& m, int s, int* next) {
       }
       if (s == m.expected) return false;
       if (m.observed_known && s != m.observed) return false;
+      *next = s;
+      return true;
+  }
+  return false;
+}
+
+// The same register when every write's place in revision order is known:
+// the state is the number of writes applied, value_of[s] the value they left.
+bool StepChain(const ModelOp& m, int s, const std::vector<int>& value_of, int* next) {
+  switch (m.fn) {
+    case RegOp::kRead:
+      if (value_of[s] != m.value) return false;
+      *next = s;
+      return true;
+    case RegOp::kWrite:
+      if (s + 1 != m.index) return false;
+      *next = m.index;
+      return true;
+    case RegOp::kCas:
+      if (m.index != 0) {
+        if (s + 1 != m.index || value_of[s] != m.expected) return false;
+        *next = m.index;
+        return true;
+      }
+      if (value_of[s] == m.expected) return false;
+      if (m.observed_known && value_of[s] != m.observed) return false;
       *next = s;
       return true;
   }
@@ -158,6 +185,34 @@ std::vector<RegOp> ExtractOps(const std::vector<Record>& records) {
   return ops;
 }
 
+Resolution ResolveUnknownWrites(std::vector<RegOp>* ops, const WatchedWrites& watched) {
+  Resolution res;
+  std::set<std::string> values;
+  for (const RegOp& op : *ops) {
+    if (op.fn == RegOp::kRead || !op.value) continue;
+    if (!values.insert(*op.value).second) return res;  // a value that does not name one write
+  }
+  std::vector<RegOp> kept;
+  kept.reserve(ops->size());
+  for (RegOp& op : *ops) {
+    if (op.outcome == RegOp::kUnknown && op.fn != RegOp::kRead && op.value) {
+      auto it = watched.rev_of_value.find(*op.value);
+      if (it != watched.rev_of_value.end()) {
+        op.applied = true;
+        op.succeeded = true;
+        op.rev = it->second;
+        ++res.applied;
+      } else if (watched.complete) {
+        ++res.dropped;
+        continue;
+      }
+    }
+    kept.push_back(std::move(op));
+  }
+  *ops = std::move(kept);
+  return res;
+}
+
 Verdict CheckKeyLinearizable(const std::vector<RegOp>& all, const LinearizabilityOptions& opt) {
   Verdict v;
   v.name = "linearizability";
@@ -178,8 +233,36 @@ Verdict CheckKeyLinearizable(const std::vector<RegOp>& all, const Linearizabilit
   std::vector<ModelOp> model(n);
   for (int i = 0; i < n; ++i) {
     const RegOp& op = *ops[i];
-    model[i] = ModelOp{op.fn, op.outcome == RegOp::kUnknown, intern(op.value), intern(op.expected),
+    const bool unknown = op.outcome == RegOp::kUnknown && !op.applied;
+    model[i] = ModelOp{op.fn,          unknown,           intern(op.value), intern(op.expected),
                        op.succeeded, op.observed_known, intern(op.observed)};
+  }
+  // Revision order: possible when every write that may have taken effect is
+  // known to have, at a revision, and no two share one.
+  bool chain = true;
+  std::vector<std::pair<int64_t, int>> writes;  // (revision, op)
+  for (int i = 0; i < n && chain; ++i) {
+    const RegOp& op = *ops[i];
+    const bool writes_value = op.fn == RegOp::kWrite || (op.fn == RegOp::kCas && (op.succeeded || op.applied));
+    if (op.outcome == RegOp::kUnknown && !op.applied && op.fn != RegOp::kRead) chain = false;
+    if (writes_value) {
+      if (op.rev <= 0) chain = false;
+      writes.emplace_back(op.rev, i);
+    }
+  }
+  std::vector<int> value_of;  // chain mode: value after the first s writes
+  if (chain) {
+    std::sort(writes.begin(), writes.end());
+    for (size_t j = 1; j < writes.size(); ++j) {
+      if (writes[j].first == writes[j - 1].first) chain = false;
+    }
+  }
+  if (chain) {
+    value_of.push_back(0);  // absent before the first write
+    for (size_t j = 0; j < writes.size(); ++j) {
+      model[writes[j].second].index = static_cast<int>(j + 1);
+      value_of.push_back(model[writes[j].second].value);
+    }
   }
   // Entries sorted by time; an unknown op returns at +infinity. At equal
   // times calls sort before returns (the ops count as concurrent: the
@@ -232,7 +315,7 @@ Verdict CheckKeyLinearizable(const std::vector<RegOp>& all, const Linearizabilit
     }
     if (e->call) {
       int next = 0;
-      if (Step(model[e->op], state, &next)) {
+      if (chain ? StepChain(model[e->op], state, value_of, &next) : Step(model[e->op], state, &next)) {
         CacheKey key{h1 ^ z1[e->op], h2 ^ z2[e->op], next};
         if (cache.insert(key).second) {
           cache_bytes += 48;
@@ -264,11 +347,13 @@ Verdict CheckKeyLinearizable(const std::vector<RegOp>& all, const Linearizabilit
   }
   if (head.next == nullptr) {
     v.kind = Verdict::kPass;
-    v.detail = std::to_string(n) + " ops, " + std::to_string(steps) + " search steps";
+    v.detail = std::to_string(n) + " ops, " + std::to_string(steps) + " search steps" +
+               (chain ? ", writes in revision order" : "");
     return v;
   }
   v.kind = Verdict::kFail;
-  v.detail = "not linearizable: at most " + std::to_string(best_depth) + " of " + std::to_string(n) +
+  v.detail = "not linearizable" + std::string(chain ? " (writes in revision order)" : "") +
+             ": at most " + std::to_string(best_depth) + " of " + std::to_string(n) +
              " ops can be linearized; no order fits " +
              (stuck_op >= 0 ? DescribeOp(*ops[stuck_op]) : std::string("?"));
   return v;
@@ -291,14 +376,46 @@ Verdict CheckLinearizability(const std::vector<Record>& records, const Lineariza
     v.detail = "no operations in the history: it proves nothing";
     return v;
   }
+  // The watch streams: the revision each value was put at, and whether some
+  // watcher saw every revision from 2 to the final one.
+  std::map<std::string, WatchedWrites> watched;
+  int64_t final_rev = -1;
+  std::map<int64_t, std::set<int64_t>> revs_seen;  // watcher -> revisions
+  for (const Record& r : records) {
+    const std::string t = GetStr(r, "t");
+    if (t == "final_rev") final_rev = GetInt(r, "rev");
+    if (t != "watch") continue;
+    const int64_t rev = GetInt(r, "rev");
+    revs_seen[GetInt(r, "w")].insert(rev);
+    if (GetStr(r, "type") == "put") watched[GetStr(r, "key")].rev_of_value.emplace(GetStr(r, "value"), rev);
+  }
+  bool complete = false;
+  for (const auto& [w, revs] : revs_seen) {
+    if (final_rev >= 1 && static_cast<int64_t>(revs.size()) == final_rev - 1 && *revs.begin() == 2 &&
+        *revs.rbegin() == final_rev) {
+      complete = true;
+    }
+  }
   std::vector<std::string> bad, undecided;
-  for (const auto& [key, ops] : by_key) {
+  size_t applied = 0, dropped = 0;
+  for (auto& [key, ops] : by_key) {
+    if (!revs_seen.empty()) {
+      WatchedWrites& ww = watched[key];
+      ww.complete = complete;
+      Resolution res = ResolveUnknownWrites(&ops, ww);
+      applied += res.applied;
+      dropped += res.dropped;
+    }
     Verdict kv = CheckKeyLinearizable(ops, opt);
     if (kv.kind == Verdict::kFail) bad.push_back("key " + key + ": " + kv.detail);
     if (kv.kind == Verdict::kUndecided) undecided.push_back("key " + key + ": " + kv.detail);
   }
   std::string summary = std::to_string(by_key.size()) + " keys, " + std::to_string(total) + " ops (" +
                         std::to_string(unknown) + " unknown, " + std::to_string(failed) + " failed)";
+  if (applied + dropped > 0) {
+    summary += "; watch streams settled " + std::to_string(applied + dropped) + " unknown writes (" +
+               std::to_string(applied) + " applied, " + std::to_string(dropped) + " never applied)";
+  }
   if (!bad.empty()) {
     v.kind = Verdict::kFail;
     v.detail = summary;

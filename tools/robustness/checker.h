@@ -10,6 +10,13 @@
 //                     gets an infinite completion time, so it may take effect
 //                     at any point after its invocation or never; bounded by a
 //                     step budget: exhausting it is UNDECIDED, never a hang.
+//                     Unknown writes are first resolved from the watch
+//                     streams (values are unique): one a watcher saw took
+//                     effect at that revision; when a watcher saw every
+//                     revision of the run, one nobody saw never took effect.
+//                     If that settles every write of a key, its writes are
+//                     linearized in revision order (etcd's revisions are its
+//                     commit order), so only the reads are searched.
 //   acked-writes      every acknowledged write / successful CAS is found, with
 //                     its value, when its key is read back at its revision, and
 //                     no two acknowledged writes share a revision.
@@ -23,6 +30,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +62,9 @@ struct RegOp {
   int64_t invoke_ns = 0;
   int64_t complete_ns = 0;
   int64_t rev = 0;
+  // Outcome unknown, but a watcher saw its value put at `rev`: it took
+  // effect (a CAS: it succeeded).
+  bool applied = false;
 };
 
 std::vector<RegOp> ExtractOps(const std::vector<Record>& records);
@@ -61,6 +73,23 @@ struct LinearizabilityOptions {
   int64_t max_steps_per_key = 50'000'000;
   size_t max_cache_bytes = size_t{768} << 20;
 };
+
+// What the watch streams say of the writes of one key: the revision each
+// value was put at, and whether some watcher saw every revision of the run
+// (then a value nobody saw was never written).
+struct WatchedWrites {
+  std::map<std::string, int64_t> rev_of_value;
+  bool complete = false;
+};
+
+// Resolves the unknown writes / CASes of one key against `watched`: marks the
+// ones seen as applied (at the revision seen), drops the ones that cannot
+// have taken effect. Leaves the ops as they are when two writes of the key
+// share a value (then a value does not name its write).
+struct Resolution {
+  size_t applied = 0, dropped = 0;
+};
+Resolution ResolveUnknownWrites(std::vector<RegOp>* ops, const WatchedWrites& watched);
 
 // Checks one key's ops (all must have the same key).
 Verdict CheckKeyLinearizable(const std::vector<RegOp>& ops, const LinearizabilityOptions& opt);
