@@ -145,6 +145,20 @@ void CallUnary(grpc::CompletionQueue* cq, Req req, Prepare prepare,
   c->reader->Finish(&c->resp, &c->status, c);
 }
 
+// LeaseGrant(ttl) as one asynchronous call (lease modes).
+inline void GrantLease(
+    grpc::CompletionQueue* cq, etcdserverpb::Lease::Stub* stub, int64_t ttl, int64_t timeout_ms,
+    std::function<void(UnaryCall<etcdserverpb::LeaseGrantRequest, etcdserverpb::LeaseGrantResponse>&)>
+        done) {
+  etcdserverpb::LeaseGrantRequest req;
+  req.set_ttl(ttl);
+  CallUnary<etcdserverpb::LeaseGrantRequest, etcdserverpb::LeaseGrantResponse>(
+      cq, std::move(req),
+      [stub](grpc::ClientContext* ctx, const etcdserverpb::LeaseGrantRequest& r,
+             grpc::CompletionQueue* q) { return stub->PrepareAsyncLeaseGrant(ctx, r, q); },
+      std::move(done), timeout_ms);
+}
+
 // Options every mode shares.
 struct CommonOptions {
   std::vector<std::string> endpoints;  // host:port

@@ -21,8 +21,6 @@
 namespace etcdpp::bench {
 namespace {
 
-using etcdserverpb::LeaseGrantRequest;
-using etcdserverpb::LeaseGrantResponse;
 
 // Per key: written by the queue threads, read by the main thread.
 struct KeyState {
@@ -43,37 +41,28 @@ class ExpiryClient final : public Client {
         val_size_(val_size), keys_(keys), stub_(etcdserverpb::Lease::NewStub(e->channel(i))) {}
 
   void Issue() override {
-    LeaseGrantRequest req;
-    req.set_ttl(ttl_);
-    auto* stub = stub_.get();
     int64_t slot = ticket_;
-    CallUnary<LeaseGrantRequest, LeaseGrantResponse>(
-        cq_, std::move(req),
-        [stub](grpc::ClientContext* ctx, const LeaseGrantRequest& r, grpc::CompletionQueue* q) {
-          return stub->PrepareAsyncLeaseGrant(ctx, r, q);
-        },
-        [this, slot](auto& c) {
-          if (!c.status.ok() || !c.resp.error().empty()) {
-            grpc::Status st = c.status.ok() ? grpc::Status(grpc::StatusCode::UNKNOWN, c.resp.error())
-                                            : c.status;
-            engine_->Complete(this, op_grant_, c.start_ns, st);
-            return;
-          }
-          KeyState& k = keys_[slot];
-          k.ttl_s.store(c.resp.ttl());
-          k.grant_ack_ns.store(NowNs());
-          engine_->Record(stats_, op_grant_, c.start_ns, c.status);
-          etcdserverpb::PutRequest put;
-          put.set_key(KeyOf(*prefix_, slot));
-          // Zero bytes: never mistaken for a put-to-event stamp.
-          put.set_value(std::string(static_cast<size_t>(val_size_), '\0'));
-          put.set_lease(c.resp.id());
-          CallPut(engine_, index_, cq_, std::move(put), [this, slot](auto& p) {
-            if (p.status.ok()) keys_[slot].attached.store(true);
-            engine_->Complete(this, op_put_, p.start_ns, p.status);
-          });
-        },
-        engine_->options().timeout_ms);
+    GrantLease(cq_, stub_.get(), ttl_, engine_->options().timeout_ms, [this, slot](auto& c) {
+      if (!c.status.ok() || !c.resp.error().empty()) {
+        grpc::Status st = c.status.ok() ? grpc::Status(grpc::StatusCode::UNKNOWN, c.resp.error())
+                                        : c.status;
+        engine_->Complete(this, op_grant_, c.start_ns, st);
+        return;
+      }
+      KeyState& k = keys_[slot];
+      k.ttl_s.store(c.resp.ttl());
+      k.grant_ack_ns.store(NowNs());
+      engine_->Record(stats_, op_grant_, c.start_ns, c.status);
+      etcdserverpb::PutRequest put;
+      put.set_key(KeyOf(*prefix_, slot));
+      // Zero bytes: never mistaken for a put-to-event stamp.
+      put.set_value(std::string(static_cast<size_t>(val_size_), '\0'));
+      put.set_lease(c.resp.id());
+      CallPut(engine_, index_, cq_, std::move(put), [this, slot](auto& p) {
+        if (p.status.ok()) keys_[slot].attached.store(true);
+        engine_->Complete(this, op_put_, p.start_ns, p.status);
+      });
+    });
   }
 
  private:

@@ -9,8 +9,6 @@
 namespace etcdpp::bench {
 namespace {
 
-using etcdserverpb::LeaseGrantRequest;
-using etcdserverpb::LeaseGrantResponse;
 using etcdserverpb::LeaseKeepAliveRequest;
 using etcdserverpb::LeaseKeepAliveResponse;
 
@@ -20,20 +18,11 @@ class GrantClient final : public Client {
       : Client(e, i), op_(op), ttl_(ttl), ids_(ids), stub_(etcdserverpb::Lease::NewStub(e->channel(i))) {}
 
   void Issue() override {
-    LeaseGrantRequest req;
-    req.set_ttl(ttl_);
-    auto* stub = stub_.get();
     int64_t slot = ticket_;
-    CallUnary<LeaseGrantRequest, LeaseGrantResponse>(
-        cq_, std::move(req),
-        [stub](grpc::ClientContext* ctx, const LeaseGrantRequest& r, grpc::CompletionQueue* q) {
-          return stub->PrepareAsyncLeaseGrant(ctx, r, q);
-        },
-        [this, slot](auto& c) {
-          if (c.status.ok()) (*ids_)[static_cast<size_t>(slot)] = c.resp.id();
-          engine_->Complete(this, op_, c.start_ns, c.status);
-        },
-        engine_->options().timeout_ms);
+    GrantLease(cq_, stub_.get(), ttl_, engine_->options().timeout_ms, [this, slot](auto& c) {
+      if (c.status.ok()) (*ids_)[static_cast<size_t>(slot)] = c.resp.id();
+      engine_->Complete(this, op_, c.start_ns, c.status);
+    });
   }
 
  private:
