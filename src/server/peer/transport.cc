@@ -55,8 +55,13 @@ namespace fs = std::filesystem;
 // Set by the receiver on the initial metadata of an accepted Stream call:
 // the sender counts the peer active only once it sees it.
 constexpr char kAcceptedHeader[] = "etcdpp-accepted";
+// Redials of a peer's stream: at most 100 ms apart, as etcd's rafthttp
+// stream readers redial, so a healed partition or a restarted peer hears
+// the leader within a heartbeat or two (at 1 s, a member cut off by a
+// partition went on campaigning for seconds after the heal and its higher
+// term deposed the leader: an election storm).
 constexpr int kBackoffInitialMs = 50;
-constexpr int kBackoffMaxMs = 1000;
+constexpr int kBackoffMaxMs = 100;
 constexpr int kIdleHeartbeatMs = 1000;
 // Slices in which blocking waits (dialing) look at the stop flag.
 constexpr int kPollSliceMs = 50;
@@ -102,7 +107,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& url, int max_messa
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 5 * 60 * 1000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10 * 1000);
   // gRPC's own reconnect backoff (1s doubling to 120s by default) would
-  // keep a restarted peer waiting; ours is 50ms doubling to 1s.
+  // keep a restarted peer waiting; ours is 50ms doubling to 100ms.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kBackoffInitialMs);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, std::max(dial_timeout_ms, 100));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kBackoffMaxMs);
