@@ -792,8 +792,8 @@ class Nemesis:
         m = self.rng.choice(cands)
         others = [x for x in c.members if x is not m]
         log("nemesis: member remove %s (%x)" % (m.name, m.member_id))
-        r, err = self._etcdctl_retry(["member", "remove", "%x" % m.member_id], others, 15)
-        if r is None:
+        done, err = self._remove(m, others)
+        if not done:
             if any(x in err for x in self.RETRYABLE):
                 log("nemesis: member remove refused for 15 s (%s); not this round" % err)
                 return
@@ -805,6 +805,32 @@ class Nemesis:
         c.kill9(m)
         shutil.rmtree(m.data_dir, ignore_errors=True)
         self.add_back(m)
+
+    # A remove that timed out (no leader within etcdctl's 5 s, as after a
+    # kill or a partition; etcd answers the same) may still take effect: its
+    # proposal can commit later. So ask again, and take "member not found"
+    # on a later attempt, or the member missing from `member list`, as done.
+    # A cluster that cannot remove it within 30 s fails the verdict.
+    TIMED_OUT = ("context deadline exceeded", "request timed out", "no leader", "leader changed")
+
+    def _remove(self, m, others, secs=30):
+        give_up = time.monotonic() + secs
+        mid = "%x" % m.member_id
+        attempts = 0
+        while True:
+            r, err = self._etcdctl_retry(["member", "remove", mid], others, 15)
+            attempts += 1
+            if r is not None:
+                return True, ""
+            if attempts > 1 and "member not found" in err:
+                return True, ""
+            if not any(x in err for x in self.TIMED_OUT) or time.monotonic() >= give_up:
+                return False, err
+            log("nemesis: member remove %s: %s; checking whether it took effect" % (m.name, err))
+            time.sleep(1.0)
+            lst = self.c.etcdctl(["member", "list"], members=others)
+            if lst.returncode == 0 and mid not in lst.stdout:
+                return True, ""
 
     def add_back(self, m, secs=30, final=False):
         """Adds a removed (wiped) member back and starts it with
