@@ -528,6 +528,9 @@ class Member:
         # --initial-cluster-state new (a wiped member would bootstrap a rogue
         # cluster with the same cluster ID).
         self.removed = False
+        # The harness is about to see it exit (a WAL fault injected); any
+        # other exit it did not cause is a crash.
+        self.exit_expected = False
         # Once re-added: how it must (re)start while its data dir is empty
         # (--initial-cluster-state existing and the membership at its add).
         self.start_state = None
@@ -567,6 +570,7 @@ class Cluster:
         self.net.member_pids = self.member_pids
         self.initial_cluster = ",".join("%s=%s" % (m.name, m.advertised_peer_url) for m in self.members)
         self.state = "new"
+        self.crashes = []  # members that exited without the harness causing it
 
     def argv(self, m):
         return [self.bin, "--name", m.name, "--data-dir", m.data_dir,
@@ -585,6 +589,27 @@ class Cluster:
             m.proc = subprocess.Popen(self.argv(m), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                       env=clean_env(env_extra))
         m.stopped = False
+        m.exit_expected = False
+
+    def note_exit(self, m):
+        """Records a crash if m's process ended on its own (not killed by the
+        harness, no WAL fault injected, not removed from the cluster).
+        True if it did."""
+        if m.proc is None or m.proc.poll() is None or m.exit_expected or m.removed:
+            return False
+        m.exit_expected = True  # counted once
+        what = "%s exited with status %s on its own at %.2fs (the harness neither killed it nor injected a fault): %s" % (
+            m.name, m.proc.returncode, time.monotonic() - T0, last_log_lines(m, 6))
+        self.crashes.append(what)
+        log("CRASH: " + what)
+        return True
+
+    def restart_crashed(self):
+        """Notes every member that crashed since the last look and starts it again."""
+        for m in self.members:
+            if self.note_exit(m):
+                log("restart %s after its crash" % m.name)
+                self.start(m)
 
     def member_pids(self):
         """{pid: name} of the member processes (called from proxy threads;
@@ -598,12 +623,14 @@ class Cluster:
         return out
 
     def kill9(self, m):
+        self.note_exit(m)
         if m.proc is not None and m.proc.poll() is None:
             if m.stopped:
                 os.kill(m.proc.pid, signal.SIGCONT)
             m.proc.send_signal(signal.SIGKILL)
             m.proc.wait()
         m.stopped = False
+        m.exit_expected = True  # killed here: not a crash
 
     def sigstop(self, m):
         if m.alive():
@@ -895,6 +922,7 @@ class Nemesis:
         log("nemesis: restart %s with ETCDPP_WAL_FAILPOINTS=%s" % (m.name, fp))
         c.kill9(m)
         c.start(m, {"ETCDPP_WAL_FAILPOINTS": fp})
+        m.exit_expected = True
         give_up = time.monotonic() + 10
         while m.alive() and time.monotonic() < give_up:
             time.sleep(0.1)
@@ -1099,12 +1127,14 @@ def main():
         time.sleep(min(2.0, args.duration / 4))
         while kinds and time.monotonic() - start < args.duration - 4 and wl.poll() is None:
             kind = rng.choice(kinds)
+            cluster.restart_crashed()
             nem.run_one(kind)
             if kind == "wal-fault" and nem.wal_faults and nem.wal_faults[-1][0] is None:
                 kinds = [k for k in kinds if k != "wal-fault"]  # the server ignores it: once is enough
             time.sleep(rng.uniform(1.0, 3.0))
         while time.monotonic() - start < args.duration and wl.poll() is None:
             time.sleep(0.2)
+        cluster.restart_crashed()
         nem.heal_all()
         healed = cluster.wait_healthy(timeout=60)
         still_removed = [m.name for m in cluster.members if m.removed]
@@ -1115,6 +1145,12 @@ def main():
                          "every member healthy after the faults were healed" if healed else
                          ("still removed from the cluster: %s; " % ",".join(still_removed) if still_removed else "") +
                          "; ".join("%s: %s" % (m.name, last_log_lines(m, 2)) for m in cluster.members)))
+        cluster.restart_crashed()
+        for what in cluster.crashes:
+            verdicts.append(("FAIL", "no-crash", what))
+        if not cluster.crashes:
+            verdicts.append(("PASS", "no-crash", "no member exited unless the harness killed it, removed it "
+                                                 "or injected a WAL fault"))
         if nem.counts.get("member-readd") and not any(v[1] == "member-readd" for v in verdicts):
             verdicts.append(("PASS", "member-readd",
                              "%d members removed, wiped, re-added and healthy again%s" %

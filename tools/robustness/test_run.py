@@ -298,5 +298,53 @@ class SocketOwnerTest(unittest.TestCase):
             self.assertIsNone(run.socket_inode(("127.0.0.1", 1), ("127.0.0.1", 2), use_netlink=netlink))
 
 
+class CrashDetection(unittest.TestCase):
+    """A member that exits on its own is a crash; one the harness killed, or
+    one that exits on an injected WAL fault, is not."""
+
+    def setUp(self):
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix="rob-crash-")
+        # A stand-in server: ignores its flags, exits 3 after 0.2 s, or
+        # sleeps until killed.
+        self.bin = os.path.join(self.dir, "fake-server")
+        with open(self.bin, "w") as f:
+            f.write("#!/bin/sh\nif [ -n \"$FAKE_EXIT\" ]; then sleep 0.2; echo dying; exit 3; fi\nexec sleep 60\n")
+        os.chmod(self.bin, 0o755)
+        self.c = run.Cluster(self.bin, 2, self.dir, use_proxies=False)
+
+    def tearDown(self):
+        self.c.close()
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def wait_exit(self, m):
+        m.proc.wait(timeout=10)
+
+    def test_exit_on_its_own_is_a_crash(self):
+        m1, m2 = self.c.members
+        self.c.start(m1, {"FAKE_EXIT": "1"})
+        self.c.start(m2)
+        self.wait_exit(m1)
+        self.c.restart_crashed()
+        self.assertEqual(len(self.c.crashes), 1, self.c.crashes)
+        self.assertIn("m1 exited with status 3", self.c.crashes[0])
+        self.assertIn("dying", self.c.crashes[0])
+        self.assertTrue(m1.alive())  # started again (without FAKE_EXIT: it stays up)
+        self.c.restart_crashed()
+        self.assertEqual(len(self.c.crashes), 1)  # counted once
+
+    def test_killed_or_expected_exits_are_not_crashes(self):
+        m1, m2 = self.c.members
+        self.c.start(m1)
+        self.c.start(m2, {"FAKE_EXIT": "1"})
+        m2.exit_expected = True  # as after injecting a WAL fault
+        self.c.kill9(m1)
+        self.wait_exit(m2)
+        self.c.restart_crashed()
+        self.c.kill9(m1)
+        self.assertEqual(self.c.crashes, [])
+
+
 if __name__ == "__main__":
     unittest.main()
