@@ -42,51 +42,88 @@ class KeepAliveReactor final
   explicit KeepAliveReactor(EtcdServer* s) : s_(s) { StartRead(&req_); }
 
   void OnReadDone(bool ok) override {
-    absl::MutexLock l(&mu_);
-    if (!ok || failed_ || finished_) {
-      reads_done_ = true;
-      MaybeFinishLocked();
-      return;
-    }
-    const int64_t id = req_.id();
-    auto ttl = s_->RenewLease(id);
-    if (!ttl.ok() && ttl.status().message() == lease::kErrNotPrimary) {
-      ForwardLocked(id);
-    } else {
-      etcdserverpb::LeaseKeepAliveResponse resp;
-      resp.set_id(id);
-      resp.set_ttl(ttl.ok() ? *ttl : 0);
-      s_->FillHeader(resp.mutable_header());
-      QueueLocked(std::move(resp));
-    }
-    if (out_.size() + forwarding_ < kMaxQueued) {
-      StartRead(&req_);
-    } else {
-      read_paused_ = true;
-    }
+    std::shared_ptr<grpc::Channel> leader;
+    int64_t forward_id = 0;
+    Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (!ok || failed_ || finished_) {
+        reads_done_ = true;
+        return;
+      }
+      const int64_t id = req_.id();
+      auto ttl = s_->RenewLease(id);
+      if (!ttl.ok() && ttl.status().message() == lease::kErrNotPrimary) {
+        // A follower: the leader renews. The stream ends with etcd's error
+        // when no leader can be asked (the client reconnects and retries).
+        leader = LeaderPeerChannel(s_);
+        if (!leader) {
+          FailLocked(EtcdError(kErrNoLeader));
+          return;
+        }
+        ++forwarding_;
+        forward_id = id;
+      } else {
+        etcdserverpb::LeaseKeepAliveResponse resp;
+        resp.set_id(id);
+        resp.set_ttl(ttl.ok() ? *ttl : 0);
+        s_->FillHeader(resp.mutable_header());
+        QueueLocked(std::move(resp));
+      }
+      if (out_.size() + forwarding_ < kMaxQueued) {
+        StartRead(&req_);
+      } else {
+        read_paused_ = true;
+      }
+    });
+    // Started outside mu_: its callback takes mu_. The reactor lives until
+    // the callback ran (forwarding_ > 0 holds Finish back).
+    if (leader) Forward(std::move(leader), forward_id);
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock l(&mu_);
-    out_.pop_front();
-    writing_ = false;
-    if (!ok) {
-      failed_ = true;
-      MaybeFinishLocked();
-      return;
-    }
-    if (!out_.empty()) {
-      writing_ = true;
-      StartWrite(&out_.front());
-    }
-    ResumeReadLocked();
-    MaybeFinishLocked();
+    Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      out_.pop_front();
+      writing_ = false;
+      if (!ok) {
+        failed_ = true;
+        return;
+      }
+      if (!out_.empty()) {
+        writing_ = true;
+        StartWrite(&out_.front());
+      }
+      ResumeReadLocked();
+    });
   }
 
   void OnDone() override { delete this; }
 
  private:
   static constexpr size_t kMaxQueued = 64;
+
+  // Runs `body` under mu_, then ends the stream if it is over: never while
+  // a write or a forwarded renewal is in flight (each calls back into this
+  // reactor), nor before the client stopped sending or the stream failed.
+  // Finish is called outside mu_ and is the last thing this reactor does
+  // to itself: OnDone (which deletes it) may run on another thread at once.
+  // gRPC holds OnDone back only for its own reactions, not for a forwarded
+  // renewal completing on a client thread; finishing from there with mu_
+  // held had gRPC delete the reactor, and its mutex, before the unlock
+  // ("Mutex unlocked when destroyed", a crash seen in a robustness run).
+  template <typename Body>
+  void Update(Body body) {
+    grpc::Status status;
+    bool finish = false;
+    {
+      absl::MutexLock l(&mu_);
+      body();
+      if (!finished_ && !writing_ && forwarding_ == 0 && (reads_done_ || failed_)) {
+        finished_ = true;
+        finish = true;
+        status = finish_status_;
+      }
+    }
+    if (finish) Finish(status);
+  }
 
   void QueueLocked(etcdserverpb::LeaseKeepAliveResponse resp) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     out_.push_back(std::move(resp));
@@ -97,59 +134,42 @@ class KeepAliveReactor final
   }
 
   void ResumeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (read_paused_ && !finished_ && out_.size() + forwarding_ < kMaxQueued) {
+    if (read_paused_ && !finished_ && !failed_ && out_.size() + forwarding_ < kMaxQueued) {
       read_paused_ = false;
       StartRead(&req_);
     }
   }
 
-  // A follower: the leader renews. The stream ends with etcd's error when
-  // no leader can be asked (the client reconnects and retries).
-  void ForwardLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    auto ch = LeaderPeerChannel(s_);
-    if (!ch) {
-      FailLocked(EtcdError(kErrNoLeader));
-      return;
-    }
+  void Forward(std::shared_ptr<grpc::Channel> leader, int64_t id) {
     peerpb::LeaseRenewRequest req;
     req.set_id(id);
-    ++forwarding_;
     ForwardUnary<peerpb::PeerLease, peerpb::LeaseRenewResponse>(
-        ch, std::move(req), s_->RequestTimeout(),
+        leader, std::move(req), s_->RequestTimeout(),
         [](auto* stub, auto* ctx, auto* rq, auto* rs, auto cb) {
           stub->Renew(ctx, rq, rs, std::move(cb));
         },
         [this, id](grpc::Status st, const auto&, const auto& r) {
-          absl::MutexLock l(&mu_);
-          --forwarding_;
-          if (st.ok() || st.error_code() == grpc::StatusCode::NOT_FOUND) {
-            etcdserverpb::LeaseKeepAliveResponse resp;
-            resp.set_id(id);
-            resp.set_ttl(st.ok() ? r.ttl() : 0);
-            s_->FillHeader(resp.mutable_header());
-            QueueLocked(std::move(resp));
-          } else {
-            FailLocked(EtcdError(st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED
-                                     ? kErrTimeout
-                                     : kErrNoLeader));
-          }
-          ResumeReadLocked();
-          MaybeFinishLocked();
+          Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            --forwarding_;
+            if (st.ok() || st.error_code() == grpc::StatusCode::NOT_FOUND) {
+              etcdserverpb::LeaseKeepAliveResponse resp;
+              resp.set_id(id);
+              resp.set_ttl(st.ok() ? r.ttl() : 0);
+              s_->FillHeader(resp.mutable_header());
+              QueueLocked(std::move(resp));
+            } else {
+              FailLocked(EtcdError(st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED
+                                       ? kErrTimeout
+                                       : kErrNoLeader));
+            }
+            ResumeReadLocked();
+          });
         });
   }
 
   void FailLocked(absl::Status st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!failed_) finish_status_ = ToGrpcStatus(st);
     failed_ = true;
-    MaybeFinishLocked();
-  }
-
-  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    // Never finish while a read, a write or a forwarded renewal is in
-    // flight: each of them calls back into this reactor.
-    if (finished_ || writing_ || forwarding_ > 0 || !(reads_done_ || failed_)) return;
-    finished_ = true;
-    Finish(finish_status_);
   }
 
   EtcdServer* s_;
