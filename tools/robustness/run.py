@@ -247,7 +247,13 @@ class Network:
         why = "foreign"
         name = None
         try:
-            for attempt in range(2):
+            # Not found at once: the dialler may be closing it, or dying (a
+            # member SIGKILLed right after it dialled: the kernel tears its
+            # sockets down a little after the process is gone). Look again
+            # for up to ~0.4 s; a socket that disappeared meanwhile can carry
+            # nothing more ("gone"); one still there with no member owning it
+            # is "foreign" (and counted: partitions would miss it).
+            for delay in (0.01, 0.02, 0.05, 0.1, 0.2, None):
                 inode = socket_inode(client, server)
                 if not inode:
                     why = "gone"
@@ -257,10 +263,8 @@ class Network:
                 if pid is not None:
                     name, why = pids[pid], "owner"
                     break
-                # Not (yet) found: the dialler may have closed it meanwhile
-                # (the next lookup then says so), or it is no member.
-                if attempt == 0:
-                    time.sleep(0.01)
+                if delay is not None:
+                    time.sleep(delay)
         except (OSError, ValueError) as e:
             log("proxy: cannot look up the owner of %s: %s" % (client, e))
         with self.lock:

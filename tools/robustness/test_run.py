@@ -244,6 +244,26 @@ class ProxyTest(unittest.TestCase):
         a.close()
         srv.close()
 
+    def test_dialler_dying_during_lookup(self):
+        # A dialler that is no member (yet) when first looked up and whose
+        # socket goes away 0.1 s later (a member SIGKILLed right after it
+        # dialled): gone, not foreign.
+        srv = socket.socket(socket.AF_INET6 if ":" in self.HOST else socket.AF_INET)
+        srv.bind((self.HOST, 0))
+        srv.listen(4)
+        c = socket.create_connection(srv.getsockname()[:2])
+        a, _ = srv.accept()
+        client, server = a.getpeername(), a.getsockname()
+        self.net.member_pids = lambda: {}
+        threading.Timer(0.1, c.close).start()
+        self.assertEqual(self.net.identify(client, server), (None, "gone"))
+        # Still held by a non-member after the retries: foreign.
+        c2 = socket.create_connection(srv.getsockname()[:2])
+        a2, _ = srv.accept()
+        self.assertEqual(self.net.identify(a2.getpeername(), a2.getsockname()), (None, "foreign"))
+        for x in (a, a2, c2, srv):
+            x.close()
+
 
 class IPv6ProxyTest(ProxyTest):
     HOST = "::1"
