@@ -228,14 +228,20 @@ class ProxyTest(unittest.TestCase):
             child.wait()
         self.assertEqual(self.net.unclassified, 0)
 
-    def test_dialler_gone_before_lookup(self):
-        # The client closed its socket before the proxy looked: no owner,
-        # closed, not forwarded, not counted as unattributed.
+    def pair(self):
+        """A listener and one connection to it: (listener, client socket,
+        accepted socket); the test closes them."""
         srv = socket.socket(socket.AF_INET6 if ":" in self.HOST else socket.AF_INET)
         srv.bind((self.HOST, 0))
         srv.listen(4)
         c = socket.create_connection(srv.getsockname()[:2])
         a, _ = srv.accept()
+        return srv, c, a
+
+    def test_dialler_gone_before_lookup(self):
+        # The client closed its socket before the proxy looked: no owner,
+        # closed, not forwarded, not counted as unattributed.
+        srv, c, a = self.pair()
         client, server = a.getpeername(), a.getsockname()
         self.net.member_pids = lambda: {os.getpid(): "m1"}
         self.assertEqual(self.net.identify(client, server), ("m1", "owner"))
@@ -248,15 +254,10 @@ class ProxyTest(unittest.TestCase):
         # A dialler that is no member (yet) when first looked up and whose
         # socket goes away 0.1 s later (a member SIGKILLed right after it
         # dialled): gone, not foreign.
-        srv = socket.socket(socket.AF_INET6 if ":" in self.HOST else socket.AF_INET)
-        srv.bind((self.HOST, 0))
-        srv.listen(4)
-        c = socket.create_connection(srv.getsockname()[:2])
-        a, _ = srv.accept()
-        client, server = a.getpeername(), a.getsockname()
+        srv, c, a = self.pair()
         self.net.member_pids = lambda: {}
         threading.Timer(0.1, c.close).start()
-        self.assertEqual(self.net.identify(client, server), (None, "gone"))
+        self.assertEqual(self.net.identify(a.getpeername(), a.getsockname()), (None, "gone"))
         # Still held by a non-member after the retries: foreign.
         c2 = socket.create_connection(srv.getsockname()[:2])
         a2, _ = srv.accept()
