@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/failpoints.h"
 #include "common/status.h"
 #include "server/errors.h"
 #include "server/ids.h"
@@ -665,15 +665,13 @@ void EtcdServer::SyncPeers() {
 }
 
 void EtcdServer::ApplyLoop() {
-  if (const char* fp = std::getenv("ETCDPP_APPLY_FAILPOINTS"); fp != nullptr && *fp != '\0') {
-    for (absl::string_view item : absl::StrSplit(fp, ',', absl::SkipEmpty())) {
-      std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(item, '=');
-      int64_t v = 0;
-      if (kv.first == "entry_delay_ms" && absl::SimpleAtoi(kv.second, &v) && v > 0) {
+  if (auto fps = FailpointsFromEnv("ETCDPP_APPLY_FAILPOINTS", "etcdserver")) {
+    for (const auto& [key, v] : *fps) {
+      if (key == "entry_delay_ms" && v > 0) {
         apply_entry_delay_ms_ = v;
         Log()->warn("apply: failpoint entry_delay_ms={} (test only)", v);
       } else {
-        Log()->warn("apply: ignoring unknown or malformed failpoint '{}'", std::string(item));
+        Log()->warn("apply: ignoring unknown failpoint '{}'", key);
       }
     }
   }

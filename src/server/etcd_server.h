@@ -187,8 +187,8 @@ class EtcdServer final : public peer::PeerHandler {
   // Entries at or below the applied index (replayed after a snapshot that
   // already holds them) only update Raft.
   void ApplyConfChangeEntry(const raftpb::Entry& e, bool already_applied);
-  // Checks a committed conf change against the membership (etcd's
-  // ValidateConfigurationChange).
+  // Checks a committed conf change against Raft's membership as of that
+  // entry (`cs`), which every member derives alike from the log.
   absl::Status ValidateConfChange(const raftpb::ConfChange& cc, const raftpb::ConfState& cs) const;
   void ProposeConfChange(raftpb::ConfChange cc, MemberDone done);
   // Installs a snapshot received from the leader (apply thread).

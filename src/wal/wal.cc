@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/failpoints.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
 
@@ -171,24 +172,18 @@ std::string MarkerString(const SnapshotMarker& m) {
 }  // namespace
 
 bool FaultInjection::FromEnv(FaultInjection* out) {
-  const char* env = std::getenv("ETCDPP_WAL_FAILPOINTS");
-  if (env == nullptr || *env == '\0') return false;
+  auto fps = FailpointsFromEnv("ETCDPP_WAL_FAILPOINTS", "wal");
+  if (!fps) return false;
   FaultInjection f;
-  for (absl::string_view item : absl::StrSplit(env, ',', absl::SkipEmpty())) {
-    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(item, '=');
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(kv.second, &v)) {
-      Log()->warn("wal: ignoring malformed failpoint '{}'", std::string(item));
-      continue;
-    }
-    if (kv.first == "write_chunk") {
+  for (const auto& [key, v] : *fps) {
+    if (key == "write_chunk") {
       f.write_chunk_bytes = static_cast<size_t>(std::max<int64_t>(v, 0));
-    } else if (kv.first == "fail_sync_after") {
+    } else if (key == "fail_sync_after") {
       f.fail_sync_after = v;
-    } else if (kv.first == "fail_write_after_bytes") {
+    } else if (key == "fail_write_after_bytes") {
       f.fail_write_after_bytes = v;
     } else {
-      Log()->warn("wal: ignoring unknown failpoint '{}'", std::string(item));
+      Log()->warn("wal: ignoring unknown failpoint '{}'", key);
     }
   }
   *out = f;
