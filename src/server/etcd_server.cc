@@ -356,7 +356,9 @@ absl::Status EtcdServer::Init() {
     // an election timeout more, so a failover expires none that was kept alive.
     if (lead == member_id_) {
       lessor_->Promote(std::chrono::milliseconds(config_.election_ms));
+      lessor_term_.store(term);
     } else {
+      lessor_term_.store(0);
       lessor_->Demote();
     }
   };
@@ -460,51 +462,82 @@ void EtcdServer::LeaseExpiryLoop() {
   // etcd checks twice a second and revokes at most leaseRevokeRate/2 leases
   // each time, so a mass expiry cannot flood the log.
   constexpr size_t kRevokesPerRound = 500;
+  // Test only: a pause between finding expired leases and proposing their
+  // revokes, in which a leader that was stalled learns it was deposed.
+  int64_t revoke_delay_ms = 0;
+  if (auto fps = FailpointsFromEnv("ETCDPP_LEASE_FAILPOINTS", "etcdserver")) {
+    for (const auto& [key, v] : *fps) {
+      if (key == "revoke_delay_ms" && v > 0) {
+        revoke_delay_ms = v;
+        Log()->warn("lease: failpoint revoke_delay_ms={} (test only)", v);
+      } else {
+        Log()->warn("lease: ignoring unknown failpoint '{}'", key);
+      }
+    }
+  }
   for (;;) {
     {
       absl::MutexLock l(&mu_);
       auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
       if (mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(500))) return;
     }
+    // What the lessor finds is decided by this member's clock as the
+    // leader of `term`: proposed in that term only. A leader deposed while
+    // it was stalled (paused, swapping) must not have a later leader, whose
+    // keepalives it never saw, commit its revokes (etcd #15247); read
+    // before the lessor, so a later promotion cannot vouch for it.
+    const uint64_t term = lessor_term_.load();
+    if (term == 0) continue;
     // --experimental-enable-lease-checkpoint: the remaining TTLs of long
     // leases go through Raft now and then, so a new leader does not give
     // them their whole TTL again.
     if (std::vector<lease::Checkpoint> cps = lessor_->FindDueCheckpoints(kRevokesPerRound);
         !cps.empty()) {
-      ProposeLeaseCheckpoints(cps);
+      ProposeLeaseCheckpoints(cps, term);
     }
-    for (lease::LeaseId id : lessor_->FindExpired(kRevokesPerRound)) {
+    std::vector<lease::LeaseId> expired = lessor_->FindExpired(kRevokesPerRound);
+    if (!expired.empty() && revoke_delay_ms > 0) absl::SleepFor(absl::Milliseconds(revoke_delay_ms));
+    for (lease::LeaseId id : expired) {
       internalpb::InternalRequest req;
       req.mutable_lease_revoke()->set_id(id);
-      Propose(std::move(req), [id](ApplyResult r) {
-        // Already revoked by its holder, or lost with a leader change: the
-        // lessor offers it again later if it is still there.
-        if (!r.status.ok()) {
-          Log()->debug("revoking expired lease {:x}: {}", id, std::string(r.status.message()));
-        }
-      });
+      Propose(
+          std::move(req),
+          [id](ApplyResult r) {
+            // Already revoked by its holder, or lost with the leadership:
+            // the lessor offers it again later if it is still there.
+            if (!r.status.ok()) {
+              Log()->debug("revoking expired lease {:x}: {}", id, std::string(r.status.message()));
+            }
+          },
+          term);
     }
   }
 }
 
-void EtcdServer::ProposeLeaseCheckpoints(const std::vector<lease::Checkpoint>& cps) {
+void EtcdServer::ProposeLeaseCheckpoints(const std::vector<lease::Checkpoint>& cps,
+                                         uint64_t leader_term) {
   internalpb::InternalRequest req;
   for (const auto& cp : cps) {
     auto* c = req.mutable_lease_checkpoint()->add_checkpoints();
     c->set_id(cp.id);
     c->set_remaining_ttl(cp.remaining_ttl);
   }
-  Propose(std::move(req), [](ApplyResult) {});
+  Propose(std::move(req), [](ApplyResult) {}, leader_term);
 }
 
-absl::StatusOr<int64_t> EtcdServer::RenewLease(lease::LeaseId id) {
-  bool clear_checkpoint = false;
-  auto ttl = lessor_->Renew(id, &clear_checkpoint);
-  // A renewed lease runs its whole TTL again: its checkpointed remaining
-  // TTL is cleared everywhere (etcd: at most 2 entries per lease per
-  // checkpoint interval).
-  if (ttl.ok() && clear_checkpoint) ProposeLeaseCheckpoints({lease::Checkpoint{id, 0}});
-  return ttl;
+void EtcdServer::RenewLease(lease::LeaseId id, RenewDone done) {
+  if (!lessor_->IsPrimary()) return done(absl::FailedPreconditionError(lease::kErrNotPrimary));
+  ReadBarrier([this, id, done = std::move(done)](absl::Status st) {
+    if (!st.ok()) return done(st);
+    bool clear_checkpoint = false;
+    // Not the primary any more (deposed meanwhile): the caller forwards.
+    auto ttl = lessor_->Renew(id, &clear_checkpoint);
+    // A renewed lease runs its whole TTL again: its checkpointed remaining
+    // TTL is cleared everywhere (etcd: at most 2 entries per lease per
+    // checkpoint interval).
+    if (ttl.ok() && clear_checkpoint) ProposeLeaseCheckpoints({lease::Checkpoint{id, 0}});
+    done(std::move(ttl));
+  });
 }
 
 void EtcdServer::RegisterWaiter(uint64_t id, Done done) {
@@ -538,7 +571,7 @@ void EtcdServer::FailAllWaiters(absl::Status status) {
   }
 }
 
-void EtcdServer::Propose(internalpb::InternalRequest req, Done done) {
+void EtcdServer::Propose(internalpb::InternalRequest req, Done done, uint64_t leader_term) {
   const uint64_t id = id_gen_->Next();
   req.set_id(id);
   auto fail = [&done](absl::string_view err) {
@@ -553,11 +586,21 @@ void EtcdServer::Propose(internalpb::InternalRequest req, Done done) {
     if (stopping_) return fail(kErrStopped);
   }
   RegisterWaiter(id, std::move(done));
-  ProposeData(id, std::move(data));
+  ProposeData(id, std::move(data), /*conf_change=*/false, leader_term);
 }
 
-void EtcdServer::ProposeData(uint64_t id, std::string data, bool conf_change) {
-  auto dropped = [this, id, conf_change](absl::Status, std::string back) {
+void EtcdServer::ProposeData(uint64_t id, std::string data, bool conf_change,
+                             uint64_t leader_term) {
+  auto dropped = [this, id, conf_change, leader_term](absl::Status, std::string back) {
+    if (leader_term != 0) {
+      // Not the leader of that term any more: never proposed again.
+      if (Done d = TakeWaiter(id)) {
+        ApplyResult r;
+        r.status = EtcdError(kErrNotLeader);
+        d(std::move(r));
+      }
+      return;
+    }
     if (!back.empty()) {
       // No leader yet (an election): propose again once there is one, until
       // the request times out ("request timed out"), as etcd's requests wait.
@@ -572,7 +615,7 @@ void EtcdServer::ProposeData(uint64_t id, std::string data, bool conf_change) {
       d(std::move(r));
     }
   };
-  if (!conf_change) return raft_->Propose(std::move(data), std::move(dropped));
+  if (!conf_change) return raft_->Propose(std::move(data), std::move(dropped), leader_term);
   raftpb::ConfChange cc;
   cc.ParseFromString(data);  // serialized here, from a ConfChange
   raft_->ProposeConfChange(std::move(cc), std::move(dropped));

@@ -86,7 +86,9 @@ class EtcdServer final : public peer::PeerHandler {
   // Validated request → Raft. `done` runs on the apply thread once the
   // request is committed and applied (or fails with etcd's error, e.g. when
   // no leader can take it). Thread-safe.
-  void Propose(internalpb::InternalRequest req, Done done);
+  // With a nonzero `leader_term`, only while this member leads in that
+  // term (see RaftNode::Propose), else it fails with "not leader".
+  void Propose(internalpb::InternalRequest req, Done done, uint64_t leader_term = 0);
 
   // Serves a Range on the local applied state. Linearizable only after
   // ReadBarrier. Thread-safe.
@@ -141,9 +143,16 @@ class EtcdServer final : public peer::PeerHandler {
   // A fresh lease ID for a grant that did not name one (etcd: the request
   // ID generator, top bit cleared, retried while taken).
   int64_t NewLeaseId();
-  // Leader only (else lease::kErrNotPrimary): renews a lease, as a
-  // keepalive does; the TTL it runs again.
-  absl::StatusOr<int64_t> RenewLease(lease::LeaseId id);
+  // Leader only (else lease::kErrNotPrimary, and the caller forwards):
+  // renews a lease, as a keepalive does; `done` gets the TTL it runs again.
+  // Renewed only once a quorum confirmed this member still leads and it
+  // applied all that was committed before (a ReadIndex round): a deposed
+  // leader that does not know it yet must not answer a renewal the real
+  // leader never sees, nor a new leader renew a lease that an older
+  // leader's committed revoke is about to remove (etcd #15247). `done` may
+  // run at once, on the caller's thread. Thread-safe.
+  using RenewDone = std::function<void(absl::StatusOr<int64_t>)>;
+  void RenewLease(lease::LeaseId id, RenewDone done);
 
   uint64_t member_id() const { return member_id_; }
   uint64_t cluster_id() const { return cluster_id_; }
@@ -182,7 +191,7 @@ class EtcdServer final : public peer::PeerHandler {
   // Leader only: proposes the revoke of expired leases (rate-limited).
   void LeaseExpiryLoop();
   void TransferLeadershipOnStop();
-  void ProposeLeaseCheckpoints(const std::vector<lease::Checkpoint>& cps);
+  void ProposeLeaseCheckpoints(const std::vector<lease::Checkpoint>& cps, uint64_t leader_term = 0);
   // Applies one committed conf change entry and records the membership.
   // Entries at or below the applied index (replayed after a snapshot that
   // already holds them) only update Raft.
@@ -215,7 +224,8 @@ class EtcdServer final : public peer::PeerHandler {
                            MemberDone done);
   // Hands a registered request (or, with conf_change, a serialized
   // ConfChange) to Raft; again, if it found no leader.
-  void ProposeData(uint64_t id, std::string data, bool conf_change = false);
+  void ProposeData(uint64_t id, std::string data, bool conf_change = false,
+                   uint64_t leader_term = 0);
   void FailAllWaiters(absl::Status status);
   ApplyResult ApplyAlarm(const etcdserverpb::AlarmRequest& req);
 
@@ -247,6 +257,9 @@ class EtcdServer final : public peer::PeerHandler {
   std::vector<Retry> retry_ ABSL_GUARDED_BY(wait_mu_);
   std::atomic<uint64_t> snapshot_seq_{0};
   std::unique_ptr<lease::Lessor> lessor_;
+  // The term in which the lessor was last promoted (0: not the primary).
+  // What it finds expired is proposed for that term only.
+  std::atomic<uint64_t> lessor_term_{0};
   std::unique_ptr<Applier> applier_;
   std::unique_ptr<mvcc::WatchHub> watch_hub_;
   uint64_t member_id_ = 0;

@@ -30,11 +30,12 @@ void FillTimeToLive(EtcdServer* s, const etcdserverpb::LeaseTimeToLiveRequest& r
 }
 
 // One keepalive stream: a request renews one lease and is answered with its
-// TTL (0 when the lease is gone, as etcd answers). On a follower the renewal
-// is forwarded to the leader (PeerLease.Renew on its peer port), whose clock
-// alone decides expiry. One read and one write in flight; reading pauses
-// while too many answers (or forwarded renewals) wait, so a client that
-// never reads cannot grow our memory.
+// TTL (0 when the lease is gone, as etcd answers). The leader renews once a
+// ReadIndex round confirmed it still leads (EtcdServer::RenewLease); on a
+// follower the renewal is forwarded to the leader (PeerLease.Renew on its
+// peer port), whose clock alone decides expiry. One read and one write in
+// flight; reading pauses while too many answers (or renewals) wait, so a
+// client that never reads cannot grow our memory.
 class KeepAliveReactor final
     : public grpc::ServerBidiReactor<etcdserverpb::LeaseKeepAliveRequest,
                                      etcdserverpb::LeaseKeepAliveResponse> {
@@ -42,41 +43,24 @@ class KeepAliveReactor final
   explicit KeepAliveReactor(EtcdServer* s) : s_(s) { StartRead(&req_); }
 
   void OnReadDone(bool ok) override {
-    std::shared_ptr<grpc::Channel> leader;
-    int64_t forward_id = 0;
+    bool renew = false;
+    const int64_t id = req_.id();
     Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       if (!ok || failed_ || finished_) {
         reads_done_ = true;
         return;
       }
-      const int64_t id = req_.id();
-      auto ttl = s_->RenewLease(id);
-      if (!ttl.ok() && ttl.status().message() == lease::kErrNotPrimary) {
-        // A follower: the leader renews. The stream ends with etcd's error
-        // when no leader can be asked (the client reconnects and retries).
-        leader = LeaderPeerChannel(s_);
-        if (!leader) {
-          FailLocked(EtcdError(kErrNoLeader));
-          return;
-        }
-        ++forwarding_;
-        forward_id = id;
-      } else {
-        etcdserverpb::LeaseKeepAliveResponse resp;
-        resp.set_id(id);
-        resp.set_ttl(ttl.ok() ? *ttl : 0);
-        s_->FillHeader(resp.mutable_header());
-        QueueLocked(std::move(resp));
-      }
-      if (out_.size() + forwarding_ < kMaxQueued) {
+      renew = true;
+      ++renewing_;
+      if (out_.size() + renewing_ < kMaxQueued) {
         StartRead(&req_);
       } else {
         read_paused_ = true;
       }
     });
-    // Started outside mu_: its callback takes mu_. The reactor lives until
-    // the callback ran (forwarding_ > 0 holds Finish back).
-    if (leader) Forward(std::move(leader), forward_id);
+    // Outside mu_: the answer may come at once, and it takes mu_. The
+    // reactor lives until it came (renewing_ > 0 holds Finish back).
+    if (renew) s_->RenewLease(id, [this, id](absl::StatusOr<int64_t> ttl) { OnRenewed(id, ttl); });
   }
 
   void OnWriteDone(bool ok) override {
@@ -101,7 +85,7 @@ class KeepAliveReactor final
   static constexpr size_t kMaxQueued = 64;
 
   // Runs `body` under mu_, then ends the stream if it is over: never while
-  // a write or a forwarded renewal is in flight (each calls back into this
+  // a write or a renewal is in flight (each calls back into this
   // reactor), nor before the client stopped sending or the stream failed.
   // Finish is called outside mu_ and is the last thing this reactor does
   // to itself: OnDone (which deletes it) may run on another thread at once.
@@ -116,7 +100,7 @@ class KeepAliveReactor final
     {
       absl::MutexLock l(&mu_);
       body();
-      if (!finished_ && !writing_ && forwarding_ == 0 && (reads_done_ || failed_)) {
+      if (!finished_ && !writing_ && renewing_ == 0 && (reads_done_ || failed_)) {
         finished_ = true;
         finish = true;
         status = finish_status_;
@@ -134,10 +118,38 @@ class KeepAliveReactor final
   }
 
   void ResumeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (read_paused_ && !finished_ && !failed_ && out_.size() + forwarding_ < kMaxQueued) {
+    if (read_paused_ && !finished_ && !failed_ && out_.size() + renewing_ < kMaxQueued) {
       read_paused_ = false;
       StartRead(&req_);
     }
+  }
+
+  void OnRenewed(int64_t id, const absl::StatusOr<int64_t>& ttl) {
+    if (!ttl.ok() && ttl.status().message() == lease::kErrNotPrimary) {
+      // A follower: the leader renews. The stream ends with etcd's error
+      // when no leader can be asked (the client reconnects and retries).
+      if (auto leader = LeaderPeerChannel(s_)) return Forward(std::move(leader), id);
+      return Answer(id, EtcdError(kErrNoLeader));
+    }
+    Answer(id, ttl);
+  }
+
+  // One renewal is over: its TTL (0: the lease is gone), or the stream
+  // ends with the error.
+  void Answer(int64_t id, const absl::StatusOr<int64_t>& ttl) {
+    Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      --renewing_;
+      if (ttl.ok() || absl::IsNotFound(ttl.status())) {
+        etcdserverpb::LeaseKeepAliveResponse resp;
+        resp.set_id(id);
+        resp.set_ttl(ttl.ok() ? *ttl : 0);
+        s_->FillHeader(resp.mutable_header());
+        QueueLocked(std::move(resp));
+      } else {
+        FailLocked(ttl.status());
+      }
+      ResumeReadLocked();
+    });
   }
 
   void Forward(std::shared_ptr<grpc::Channel> leader, int64_t id) {
@@ -149,21 +161,13 @@ class KeepAliveReactor final
           stub->Renew(ctx, rq, rs, std::move(cb));
         },
         [this, id](grpc::Status st, const auto&, const auto& r) {
-          Update([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-            --forwarding_;
-            if (st.ok() || st.error_code() == grpc::StatusCode::NOT_FOUND) {
-              etcdserverpb::LeaseKeepAliveResponse resp;
-              resp.set_id(id);
-              resp.set_ttl(st.ok() ? r.ttl() : 0);
-              s_->FillHeader(resp.mutable_header());
-              QueueLocked(std::move(resp));
-            } else {
-              FailLocked(EtcdError(st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED
-                                       ? kErrTimeout
-                                       : kErrNoLeader));
-            }
-            ResumeReadLocked();
-          });
+          if (st.ok()) return Answer(id, r.ttl());
+          if (st.error_code() == grpc::StatusCode::NOT_FOUND) {
+            return Answer(id, absl::NotFoundError(kErrLeaseNotFound));
+          }
+          Answer(id, EtcdError(st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED
+                                   ? kErrTimeout
+                                   : kErrNoLeader));
         });
   }
 
@@ -181,7 +185,7 @@ class KeepAliveReactor final
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool failed_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  size_t forwarding_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t renewing_ ABSL_GUARDED_BY(mu_) = 0;  // renewals not answered yet
   grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -267,15 +271,18 @@ class PeerLeaseService final : public peerpb::PeerLease::CallbackService {
   ServerUnaryReactor* Renew(CallbackServerContext* ctx, const peerpb::LeaseRenewRequest* req,
                             peerpb::LeaseRenewResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    auto ttl = s_->RenewLease(req->id());
-    if (ttl.ok()) {
-      resp->set_ttl(*ttl);
-      reactor->Finish(grpc::Status::OK);
-    } else if (ttl.status().message() == lease::kErrNotPrimary) {
-      reactor->Finish(ToGrpcStatus(EtcdError(kErrNotLeader)));
-    } else {
-      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, kErrLeaseNotFound));
-    }
+    s_->RenewLease(req->id(), [reactor, resp](absl::StatusOr<int64_t> ttl) {
+      if (ttl.ok()) {
+        resp->set_ttl(*ttl);
+        reactor->Finish(grpc::Status::OK);
+      } else if (ttl.status().message() == lease::kErrNotPrimary) {
+        reactor->Finish(ToGrpcStatus(EtcdError(kErrNotLeader)));
+      } else if (absl::IsNotFound(ttl.status())) {
+        reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, kErrLeaseNotFound));
+      } else {
+        reactor->Finish(ToGrpcStatus(ttl.status()));
+      }
+    });
     return reactor;
   }
 

@@ -226,8 +226,14 @@ void RaftNode::Enqueue(Task task) {
   if (!stopping_) inbox_.push_back(std::move(task));
 }
 
-void RaftNode::Propose(std::string data, Dropped on_dropped) {
-  Enqueue([data = std::move(data), on_dropped = std::move(on_dropped)](raft::RawNode& n) mutable {
+void RaftNode::Propose(std::string data, Dropped on_dropped, uint64_t leader_term) {
+  Enqueue([data = std::move(data), on_dropped = std::move(on_dropped),
+           leader_term](raft::RawNode& n) mutable {
+    if (leader_term != 0 &&
+        (n.raft().state() != raft::StateType::kLeader || n.raft().term() != leader_term)) {
+      if (on_dropped) on_dropped(raft::ErrProposalDropped(), std::string());
+      return;
+    }
     if (n.raft().lead() == raft::kNone) {
       if (on_dropped) on_dropped(raft::ErrProposalDropped(), std::move(data));
       return;

@@ -91,8 +91,13 @@ class RaftNode {
   // that will not come. When no leader is known the data comes back with
   // it (never appended anywhere, so proposing it again is safe); otherwise
   // it is empty. A conf change comes back serialized.
+  //
+  // A nonzero `leader_term` appends the entry only while this node leads in
+  // that term: never forwarded to another leader nor kept for a later one
+  // (dropped with empty data). For what this member decided as the leader
+  // of that term, e.g. that a lease expired by its clock (etcd #15247).
   using Dropped = std::function<void(absl::Status, std::string data)>;
-  void Propose(std::string data, Dropped on_dropped);
+  void Propose(std::string data, Dropped on_dropped, uint64_t leader_term = 0);
   void Step(raftpb::Message m);
   void ReadIndex(std::string ctx);
   void ProposeConfChange(raftpb::ConfChange cc, Dropped on_dropped);

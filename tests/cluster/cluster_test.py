@@ -1111,6 +1111,72 @@ def t_lease_failover(ctx):
     info("deleted at revision %s on every member" % list(revs.values())[0])
 
 
+def t_lease_deposed_leader(ctx):
+    """A leader paused (SIGSTOP) past the TTL of leases it last renewed is
+    deposed; a new leader renews them all along. When the old leader wakes
+    up its clock says they expired, but it is not the leader any more: its
+    revokes must not reach the log through the new leader, and a keepalive
+    it takes is answered for the new leader's lease state (etcd #15247,
+    #16822). Every leased key survives and every lease keeps its TTL.
+    etcdpp's test-only failpoint pauses 500 ms between finding leases
+    expired and proposing their revokes, so the woken leader learns it was
+    deposed in between, every time (etcd ignores the variable; etcd 3.4.23
+    fails this test about half the time without it)."""
+    ttl, n = 3, 20
+    c = ctx.cluster(3)
+    for m in c.members:
+        m.env = {"ETCDPP_LEASE_FAILPOINTS": "revoke_delay_ms=500"}
+    c.start_all()
+    ldr, _ = c.wait_leader()
+    f1, f2 = [m for m in c.members if m is not ldr]
+    ids = []
+    for i in range(n):
+        r = c.ctl(ldr, ["lease", "grant", str(ttl)])
+        check(r.ok, "lease grant: %s", err_line(r))
+        ids.append(r.stdout.split()[1])
+        r = c.ctl(ldr, ["put", "--lease", ids[-1], "dl/%02d" % i, "x"])
+        check(r.ok, "put --lease: %s", err_line(r))
+    # The last renewals the old leader sees.
+    for lid in ids:
+        r = c.ctl(ldr, ["lease", "keep-alive", "--once", lid])
+        check(r.ok and "TTL(%d)" % ttl in r.stdout, "keepalive via the leader: %s %s",
+              r.stdout, err_line(r))
+    t_last = time.monotonic()
+    streams = []
+    ldr._signal(signal.SIGSTOP)
+    try:
+        c.wait_leader([f1, f2], timeout=30)
+        # The new leader renews every lease from now on (etcdctl every TTL/3).
+        streams = [CtlStream(f1.endpoint, ["lease", "keep-alive", lid]) for lid in ids]
+        poll(lambda: all(any("keepalived" in l for l in s.snapshot()) for s in streams), 15,
+             "keepalive answers from the new leader", 0.1)
+        # Past the TTL (and the old leader's 500 ms expiry check) by its clock.
+        time.sleep(max(0.0, t_last + ttl + 1.0 - time.monotonic()))
+    finally:
+        ldr._signal(signal.SIGCONT)
+    try:
+        # Asked at once, the old leader answers for the real leader.
+        r = c.ctl(ldr, ["lease", "keep-alive", "--once", ids[0]], command_timeout=10)
+        check(r.ok and "TTL(%d)" % ttl in r.stdout,
+              "keepalive via the woken old leader: %s %s", r.stdout, err_line(r))
+        # Several TTLs while it catches up: no key may go.
+        end = time.monotonic() + 2 * ttl
+        while time.monotonic() < end:
+            r = c.ctl(f2, ["get", "dl/", "--prefix", "--keys-only", "-w", "json"])
+            check(r.ok, "count via %s: %s", f2.name, err_line(r))
+            count = r.json().get("count", 0)
+            check(count == n, "%d of %d leased keys gone although kept alive at the new leader",
+                  n - count, n)
+            time.sleep(0.2)
+        for lid in ids:
+            r = c.ctl(ldr, ["lease", "timetolive", lid])
+            check(r.ok and "remaining" in r.stdout, "lease %s after the old leader woke: %s %s",
+                  lid, r.stdout, err_line(r))
+    finally:
+        for s in streams:
+            s.stop()
+
+
 def t_elect_lock(ctx):
     """etcdctl lock and elect (clientv3's concurrency recipes: leases, txn,
     watch) on followers: a second locker gets the lock once the holder is
@@ -1221,6 +1287,7 @@ TESTS = [
     ("health_quorum", t_health_quorum),
     ("watch_follower", t_watch_follower),
     ("lease_failover", t_lease_failover),
+    ("lease_deposed_leader", t_lease_deposed_leader),
     ("elect_lock", t_elect_lock),
     ("move_leader", t_move_leader),
 ]

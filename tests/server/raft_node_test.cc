@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 
 namespace etcdpp::server {
 namespace {
@@ -166,6 +167,42 @@ TEST_F(RaftNodeTest, SingleMemberCommitsInOrderAndReplaysAfterRestart) {
     applier.Stop();
     (*node)->Stop();
   }
+}
+
+// A proposal bound to a leader term is appended only by the leader of that
+// term: anything else drops it, empty (never proposed again), so what a
+// deposed leader decided cannot be forwarded to its successor.
+TEST_F(RaftNodeTest, TermBoundProposalOnlyByThatTermsLeader) {
+  FakeApplier applier;
+  auto node = RaftNode::Start(Opts(&applier, 0, {}));
+  ASSERT_TRUE(node.ok()) << node.status();
+  applier.Run(node->get());
+  ASSERT_TRUE(WaitForLeader(node->get()));
+  const uint64_t term = (*node)->term();
+  absl::Notification dropped;
+  std::string back = "unset";
+  (*node)->Propose(
+      "other-term",
+      [&](absl::Status st, std::string data) {
+        EXPECT_FALSE(st.ok());
+        back = std::move(data);
+        dropped.Notify();
+      },
+      term + 1);
+  (*node)->Propose("this-term", [](absl::Status st, std::string) { FAIL() << st; }, term);
+  ASSERT_TRUE(dropped.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  EXPECT_EQ(back, "") << "a term-bound proposal never comes back for a retry";
+  auto data = applier.WaitForData(1);
+  ASSERT_EQ(data.size(), 1u);
+  EXPECT_EQ(data[0].data(), "this-term");
+  EXPECT_EQ(data[0].term(), term);
+  // Nothing else was appended behind it.
+  (*node)->Propose("after", nullptr);
+  data = applier.WaitForData(2);
+  ASSERT_EQ(data.size(), 2u);
+  EXPECT_EQ(data[1].data(), "after");
+  applier.Stop();
+  (*node)->Stop();
 }
 
 TEST_F(RaftNodeTest, AppliedIndexBeyondTheWalIsDataLoss) {
