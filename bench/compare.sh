@@ -34,8 +34,10 @@
 # all 100k leases granted within the grant timeout), with the tool's reason.
 #
 # Lease rows: lease-10k keeps 10k leases alive (TTL 60) on the single-member
-# server of the other rows; lease-expiry and lease-100k run on a fresh server
-# of their own each round (no leftover leases expiring under them):
+# server of the other rows (lease-3m-leader and lease-3m-all: the same on the
+# 3-member cluster, to its leader or to every member); lease-expiry and
+# lease-100k run on a fresh server of their own each round (no leftover leases
+# expiring under them):
 # lease-expiry grants 1000 leases of TTL 3 s (64 clients), one key each, never
 # renewed, and measures DELETE-event time - (grant ack + TTL) through a
 # watcher; lease-100k grants 100k leases (TTL 120 s, all within 90 s, 64
@@ -394,9 +396,12 @@ lease_phase() {  # lease_phase SERVER ROUND: a fresh server for lease-expiry, th
 
 cluster_phase() {  # cluster_phase SERVER ROUND
   local s=$1 r=$2 row
-  want put-3m-leader || want put-3m-all || want range-l-3m || want range-s-3m || return 0
+  want put-3m-leader || want put-3m-all || want range-l-3m || want range-s-3m ||
+    want lease-3m-leader lease || want lease-3m-all lease || return 0
   if ! start_cluster "$s"; then
-    for row in put-3m-leader put-3m-all range-l-3m range-s-3m; do na "$row" "$s" "$r" "$WHY"; done
+    for row in put-3m-leader put-3m-all range-l-3m range-s-3m lease-3m-leader lease-3m-all; do
+      na "$row" "$s" "$r" "$WHY"
+    done
     return
   fi
   local kv="--key-size 16 --val-size 256 --key-space-size 100000"
@@ -408,6 +413,12 @@ cluster_phase() {  # cluster_phase SERVER ROUND
     --duration "$D" --consistency l --preload 10000 --key-size 16 --val-size 256
   want range-s-3m && run_bench range-s-3m "$s" "$r" range --endpoints "$EPS" --target all $MANY \
     --duration "$D" --consistency s --preload 10000 --key-size 16 --val-size 256
+  # Keepalives on a cluster: the leader renews (etcdpp: after a ReadIndex
+  # round), followers forward to it.
+  want lease-3m-leader lease && run_bench lease-3m-leader "$s" "$r" lease-keepalive \
+    --endpoints "$EPS" --target leader $MANY --leases 10000 --duration "$D"
+  want lease-3m-all lease && run_bench lease-3m-all "$s" "$r" lease-keepalive \
+    --endpoints "$EPS" --target all $MANY --leases 10000 --duration "$D"
   local pid
   for pid in "${CPIDS[@]}"; do stop_pid "$pid"; done
 }
@@ -585,6 +596,10 @@ R = [
     ("watch-10k", "watch, 10k watchers", p99, "put-to-event p99 ms", "lo", None),
     ("lease-10k", "10k leases kept alive, {C} streams", qps, "keepalives/s", "hi", None),
     ("lease-10k", "10k leases kept alive, {C} streams", p99, "p99 ms", "lo", None),
+    ("lease-3m-leader", "10k leases kept alive, 3 members, to leader, {C} streams", qps, "keepalives/s", "hi", None),
+    ("lease-3m-leader", "10k leases kept alive, 3 members, to leader, {C} streams", p99, "p99 ms", "lo", None),
+    ("lease-3m-all", "10k leases kept alive, 3 members, to all, {C} streams", qps, "keepalives/s", "hi", None),
+    ("lease-3m-all", "10k leases kept alive, 3 members, to all, {C} streams", p99, "p99 ms", "lo", None),
     ("lease-100k", "100k leases kept alive, {C} streams", qps, "keepalives/s", "hi", None),
     ("lease-100k", "100k leases kept alive, {C} streams", p99, "p99 ms", "lo", None),
     ("lease-100k", "100k leases granted up front, {C} clients", grants_s, "grants/s", "hi", None),
