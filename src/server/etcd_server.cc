@@ -137,18 +137,22 @@ absl::StatusOr<std::unique_ptr<EtcdServer>> EtcdServer::Start(const ServerConfig
   return s;
 }
 
-void EtcdServer::WaitReady() {
-  // Serve once there is a leader and what was committed before the start
-  // is applied (etcd announces readiness after it published itself through
-  // Raft). Bounded: a member of a cluster without quorum serves anyway and
-  // its requests wait for a leader.
+bool EtcdServer::WaitReady() {
+  // Bounded: a member of a cluster without quorum serves anyway and its
+  // requests wait for a leader.
   auto give_up = std::chrono::steady_clock::now() +
                  std::max(std::chrono::milliseconds(5000),
                           std::chrono::milliseconds(10 * config_.election_ms));
   while (std::chrono::steady_clock::now() < give_up) {
-    if (raft_->lead() != 0 && applied_index_.load() >= raft_->commit_index()) break;
+    // The publish is applied here, so a member that joined has caught up
+    // with the log at least that far (the housekeeping thread proposes it).
+    if (published_.load() && raft_->lead() != 0 &&
+        applied_index_.load() >= raft_->commit_index()) {
+      return true;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+  return published_.load();
 }
 
 absl::Status EtcdServer::Init() {

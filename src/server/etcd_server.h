@@ -79,9 +79,12 @@ class EtcdServer final : public peer::PeerHandler {
   // data dir or the flags do not describe a single member including us.
   static absl::StatusOr<std::unique_ptr<EtcdServer>> Start(const ServerConfig& config);
   ~EtcdServer() override;
-  // Waits (bounded) until a leader is known and what was committed before
-  // the start is applied. Serve the peer port first: peers elect the leader.
-  void WaitReady();
+  // Waits (bounded) until a leader is known, what was committed before the
+  // start is applied and this member's name and client URLs are published
+  // through Raft (etcd serves clients once it published itself). Serve the
+  // peer port first: peers elect the leader. False if the bound ran out
+  // before the publish (publishing goes on in the background).
+  bool WaitReady();
 
   // Validated request → Raft. `done` runs on the apply thread once the
   // request is committed and applied (or fails with etcd's error, e.g. when

@@ -179,7 +179,7 @@ int Run(int argc, char** argv) {
   for (const auto& u : config.listen_peer_urls) {
     embed->info("listening for peers on {}", u.original);
   }
-  (*server)->WaitReady();
+  const bool published = (*server)->WaitReady();
 
   // One port, two protocols (etcd's cmux): the listener accepts, peeks at
   // the first bytes and hands HTTP/2 connections to gRPC, the rest to HTTP.
@@ -247,8 +247,14 @@ int Run(int argc, char** argv) {
   (*listener)->Start(split_http ? nullptr : grpc_server.get(), &http_server);
   if (metrics_listener) metrics_listener->Start(nullptr, &metrics_http);
   auto etcdserver_log = spdlog::get("etcdserver");
-  etcdserver_log->info("published {{Name:{} ClientURLs:[{}]}} to cluster {}", config.name,
-                       absl::StrJoin(adv, " "), IdToHex((*server)->cluster_id()));
+  if (published) {
+    etcdserver_log->info("published {{Name:{} ClientURLs:[{}]}} to cluster {}", config.name,
+                         absl::StrJoin(adv, " "), IdToHex((*server)->cluster_id()));
+  } else {
+    etcdserver_log->warn("publish error: {{Name:{} ClientURLs:[{}]}} not published to cluster {} "
+                         "yet (no leader or no quorum); serving anyway, publishing goes on",
+                         config.name, absl::StrJoin(adv, " "), IdToHex((*server)->cluster_id()));
+  }
   embed->info("ready to serve client requests");
   for (const auto& u : config.listen_client_urls) {
     embed->info("serving insecure client requests on {}, this is strongly discouraged!",
