@@ -28,4 +28,21 @@ std::optional<std::map<std::string, int64_t>> FailpointsFromEnv(const char* name
   return out;
 }
 
+int64_t PositiveFailpointFromEnv(const char* name, const char* key, const char* logger) {
+  auto fps = FailpointsFromEnv(name, logger);
+  if (!fps) return 0;
+  auto log = spdlog::get(logger);
+  if (!log) log = spdlog::default_logger();
+  int64_t out = 0;
+  for (const auto& [k, v] : *fps) {
+    if (k == key && v > 0) {
+      out = v;
+      log->warn("{}: failpoint {}={} (test only)", name, k, v);
+    } else {
+      log->warn("{}: ignoring unknown failpoint '{}'", name, k);
+    }
+  }
+  return out;
+}
+
 }  // namespace etcdpp

@@ -14,4 +14,9 @@ namespace etcdpp {
 std::optional<std::map<std::string, int64_t>> FailpointsFromEnv(const char* name,
                                                                 const char* logger);
 
+// The one positive failpoint `key` of environment variable `name` (0 when
+// absent): logged as test-only when set; any other key in it is warned
+// about and ignored.
+int64_t PositiveFailpointFromEnv(const char* name, const char* key, const char* logger);
+
 }  // namespace etcdpp

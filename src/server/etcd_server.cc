@@ -468,17 +468,8 @@ void EtcdServer::LeaseExpiryLoop() {
   constexpr size_t kRevokesPerRound = 500;
   // Test only: a pause between finding expired leases and proposing their
   // revokes, in which a leader that was stalled learns it was deposed.
-  int64_t revoke_delay_ms = 0;
-  if (auto fps = FailpointsFromEnv("ETCDPP_LEASE_FAILPOINTS", "etcdserver")) {
-    for (const auto& [key, v] : *fps) {
-      if (key == "revoke_delay_ms" && v > 0) {
-        revoke_delay_ms = v;
-        Log()->warn("lease: failpoint revoke_delay_ms={} (test only)", v);
-      } else {
-        Log()->warn("lease: ignoring unknown failpoint '{}'", key);
-      }
-    }
-  }
+  const int64_t revoke_delay_ms =
+      PositiveFailpointFromEnv("ETCDPP_LEASE_FAILPOINTS", "revoke_delay_ms", "etcdserver");
   for (;;) {
     {
       absl::MutexLock l(&mu_);
@@ -596,15 +587,6 @@ void EtcdServer::Propose(internalpb::InternalRequest req, Done done, uint64_t le
 void EtcdServer::ProposeData(uint64_t id, std::string data, bool conf_change,
                              uint64_t leader_term) {
   auto dropped = [this, id, conf_change, leader_term](absl::Status, std::string back) {
-    if (leader_term != 0) {
-      // Not the leader of that term any more: never proposed again.
-      if (Done d = TakeWaiter(id)) {
-        ApplyResult r;
-        r.status = EtcdError(kErrNotLeader);
-        d(std::move(r));
-      }
-      return;
-    }
     if (!back.empty()) {
       // No leader yet (an election): propose again once there is one, until
       // the request times out ("request timed out"), as etcd's requests wait.
@@ -612,10 +594,12 @@ void EtcdServer::ProposeData(uint64_t id, std::string data, bool conf_change,
       if (waiters_.contains(id)) retry_.push_back({id, std::move(back), conf_change});
       return;
     }
-    // A leader transfer is under way: etcd fails the request at once.
+    // A leader transfer is under way (etcd fails the request at once), or
+    // a term-bound proposal outlived its term (it never comes back: never
+    // proposed again).
     if (Done d = TakeWaiter(id)) {
       ApplyResult r;
-      r.status = EtcdError(kErrNoLeader);
+      r.status = EtcdError(leader_term != 0 ? kErrNotLeader : kErrNoLeader);
       d(std::move(r));
     }
   };
@@ -712,16 +696,8 @@ void EtcdServer::SyncPeers() {
 }
 
 void EtcdServer::ApplyLoop() {
-  if (auto fps = FailpointsFromEnv("ETCDPP_APPLY_FAILPOINTS", "etcdserver")) {
-    for (const auto& [key, v] : *fps) {
-      if (key == "entry_delay_ms" && v > 0) {
-        apply_entry_delay_ms_ = v;
-        Log()->warn("apply: failpoint entry_delay_ms={} (test only)", v);
-      } else {
-        Log()->warn("apply: ignoring unknown failpoint '{}'", key);
-      }
-    }
-  }
+  apply_entry_delay_ms_ =
+      PositiveFailpointFromEnv("ETCDPP_APPLY_FAILPOINTS", "entry_delay_ms", "etcdserver");
   for (;;) {
     std::deque<ApplyItem> batch;
     {
